@@ -1,0 +1,1 @@
+"""meshkit: the runtime kit every service of the mesh imports."""

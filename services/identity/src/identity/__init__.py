@@ -1,0 +1,1 @@
+"""identity: users, tokens, JWKS and profiles."""

@@ -1,0 +1,1 @@
+"""Developer tooling for the mesh: not shipped in images."""
