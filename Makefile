@@ -1,0 +1,42 @@
+# The two commands that matter: `make up` runs the mesh, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON := 3.11
+export UV_PYTHON_DOWNLOADS := never
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+
+.PHONY: help up test lint format bench sync uv db-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+uv: ## install uv from PyPI when it is missing
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
+
+sync: uv ## install every workspace package and tool into .venv (from uv.lock)
+	@$(UV) sync --all-packages --locked --quiet
+
+up: sync ## run the whole mesh locally: PostgreSQL, every service under gunicorn behind its sidecar
+	@$(UV) run --no-sync mesh up $(ARGS)
+
+test: sync lint ## run every test suite, each in its own pytest process, against real PostgreSQL
+	@$(UV) run --no-sync mesh test
+
+lint: sync ## ruff (lint + format check) and mypy (strict on libs/)
+	@$(UV) run --no-sync ruff check .
+	@$(UV) run --no-sync ruff format --check .
+	@$(UV) run --no-sync mypy
+
+format: sync ## apply ruff's fixes and formatting
+	@$(UV) run --no-sync ruff check --fix .
+	@$(UV) run --no-sync ruff format .
+
+bench: sync ## measure throughput and latency side by side (prints figures and ratios)
+	@$(UV) run --no-sync mesh bench
+
+db-stop: sync ## stop the embedded PostgreSQL if it is still running
+	@$(UV) run --no-sync mesh db stop
+
+clean: ## remove local state (.mesh/: database, logs) and caches
+	rm -rf .mesh .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""Django database settings from `DATABASE_URL`, shaped for a shared PostgreSQL behind a pooler."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from meshkit.env import REQUIRED, as_bool, get_env
+
+__all__ = ["database_config", "parse_database_url"]
+
+_SCHEMES = {"postgres", "postgresql", "postgis"}
+
+
+def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> dict[str, Any]:
+    """Split a ``postgres://user:password@host:port/name?opt=value`` URL into Django's keys."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise ImproperlyConfigured(
+            f"{variable} must start with postgres:// or postgresql://, got {parts.scheme or 'no'} scheme."
+        )
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured(f"{variable} must name a database (postgres://.../NAME).")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{variable} has an invalid port.") from None
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": unquote(parts.hostname or ""),
+        "PORT": str(port or ""),
+        "OPTIONS": dict(parse_qsl(parts.query)),
+    }
+
+
+def database_config(
+    schema: str, *, url_variable: str = "DATABASE_URL", url: str | None = None
+) -> dict[str, Any]:
+    """Return one ``DATABASES`` entry for a service whose tables live in ``schema``.
+
+    The role's own default ``search_path`` (set by the bootstrap) already points at its schema; we
+    set it on the connection too, so a role bootstrapped by hand cannot silently write to
+    ``public``. Connection reuse fits a pooler: ``CONN_MAX_AGE`` with ``CONN_HEALTH_CHECKS``, and
+    server-side cursors can be turned off for PgBouncer in transaction mode.
+    """
+    config = parse_database_url(url or get_env(url_variable, REQUIRED), variable=url_variable)
+    options = config["OPTIONS"]
+    options.setdefault("connect_timeout", get_env("DATABASE_CONNECT_TIMEOUT", 5, cast=int))
+    options["options"] = f"-c search_path={schema}"
+    options.setdefault("application_name", schema)
+    config.update(
+        CONN_MAX_AGE=get_env("DATABASE_CONN_MAX_AGE", 60, cast=int),
+        CONN_HEALTH_CHECKS=get_env("DATABASE_CONN_HEALTH_CHECKS", True, cast=as_bool),
+        DISABLE_SERVER_SIDE_CURSORS=get_env("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False, cast=as_bool),
+    )
+    return config

@@ -1,0 +1,108 @@
+"""gunicorn configuration shared by every service: ``gunicorn --config python:meshkit.gunicorn <svc>.wsgi``.
+
+Every value comes from a ``GUNICORN_*`` environment variable with a default that suits a pod.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from meshkit.env import get_env
+
+# Requests whose access lines are noise: probes every few seconds and Prometheus scrapes.
+QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+def cpu_limit(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: the cgroup v2 quota when one is set, else the visible cores.
+
+    ``os.cpu_count()`` reports the node's cores; a pod limited to one CPU on a 64-core node would
+    otherwise start 129 workers and be throttled into timeouts.
+    """
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """gunicorn's rule of thumb for sync workers: two per CPU plus one."""
+    return 2 * cpu_limit() + 1
+
+
+class JsonAccessLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger with access lines as JSON objects; probes and scrapes are not logged."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict):
+            return
+        if environ.get("PATH_INFO") in QUIET_PATHS:
+            return
+        headers = dict(resp.headers) if resp.headers else {}
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "level": "INFO",
+            "logger": "gunicorn.access",
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": int(str(resp.status).split(None, 1)[0]),
+            "duration_ms": round(request_time.total_seconds() * 1000, 2),
+            "bytes": getattr(resp, "sent", None),
+            "remote_addr": environ.get("REMOTE_ADDR"),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+            "request_id": headers.get("X-Request-ID") or environ.get("HTTP_X_REQUEST_ID"),
+        }
+        self.access_log.info(json.dumps(entry))
+
+
+bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # noqa: S104 - a pod listens on its own IP
+workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
+threads = get_env("GUNICORN_THREADS", 1, cast=int)
+timeout = get_env("GUNICORN_TIMEOUT", 30, cast=int)
+graceful_timeout = get_env("GUNICORN_GRACEFUL_TIMEOUT", 20, cast=int)
+keepalive = get_env("GUNICORN_KEEPALIVE", 5, cast=int)
+max_requests = get_env("GUNICORN_MAX_REQUESTS", 1000, cast=int)
+max_requests_jitter = get_env("GUNICORN_MAX_REQUESTS_JITTER", 100, cast=int)
+# Heartbeat files on a disk-backed /tmp can stall workers; /dev/shm is memory (and writable with a
+# read-only root filesystem when mounted as an emptyDir).
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+accesslog = "-"
+errorlog = "-"
+logger_class = JsonAccessLogger
+loglevel = get_env("LOG_LEVEL", "info").lower()
+# The app logs its own errors as JSON; gunicorn's error log keeps its own format on stderr.
+forwarded_allow_ips = get_env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+proc_name = get_env("GUNICORN_PROC_NAME", "meshkit")
+
+
+def on_starting(server: Any) -> None:
+    """Start every master with an empty metrics directory, so old workers' files are not summed."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for entry in path.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges; its counters stay summed (they must not go backwards)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

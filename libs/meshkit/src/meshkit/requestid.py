@@ -1,0 +1,52 @@
+"""The request id: taken from `X-Request-ID` when it is sane, generated otherwise, echoed back."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from django.http import HttpRequest, HttpResponse
+
+__all__ = ["HEADER", "RequestIdMiddleware", "current_request_id", "new_request_id"]
+
+HEADER = "X-Request-ID"
+# A client may send anything; only short, log-safe ids are propagated (no newlines, no JSON breakers).
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_current: ContextVar[str | None] = ContextVar("meshkit_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """A fresh random request id."""
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served by this thread or task, if any."""
+    return _current.get()
+
+
+def accept_request_id(value: str | None) -> str:
+    """Keep a caller's id when it is safe to log and forward, else make a new one."""
+    if value and _SAFE_ID.match(value):
+        return value
+    return new_request_id()
+
+
+class RequestIdMiddleware:
+    """Give every request an id, expose it to logs and outbound calls, and echo it back."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = accept_request_id(request.headers.get(HEADER))
+        request.META["HTTP_X_REQUEST_ID"] = request_id
+        token = _current.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            _current.reset(token)
+        response[HEADER] = request_id
+        return response

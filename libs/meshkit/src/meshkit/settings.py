@@ -1,0 +1,141 @@
+"""Settings every service shares, built from the environment. A service's settings module stays short:
+
+from meshkit.settings import *  # noqa: F403
+from meshkit.settings import database_config, service_apps, service_middleware
+
+ROOT_URLCONF = "identity.urls"
+INSTALLED_APPS = service_apps("identity.accounts")
+MIDDLEWARE = service_middleware()
+DATABASES = {"default": database_config(schema="identity")}
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.core.exceptions import ImproperlyConfigured
+
+from meshkit.database import database_config
+from meshkit.env import as_bool, as_list, get_env, local_dev
+from meshkit.logging import logging_config
+
+__all__ = [
+    "ALLOWED_HOSTS",
+    "AUTH_PASSWORD_VALIDATORS",
+    "CSRF_TRUSTED_ORIGINS",
+    "DATA_UPLOAD_MAX_MEMORY_SIZE",
+    "DEBUG",
+    "DEFAULT_AUTO_FIELD",
+    "LANGUAGE_CODE",
+    "LOGGING",
+    "SECRET_KEY",
+    "SECURE_PROXY_SSL_HEADER",
+    "STATIC_ROOT",
+    "STATIC_URL",
+    "TEMPLATES",
+    "TIME_ZONE",
+    "WHITENOISE_USE_FINDERS",
+    "USE_TZ",
+    "database_config",
+    "get_env",
+    "service_apps",
+    "service_middleware",
+]
+
+LOCAL_DEV = local_dev()
+
+
+def _secret_key() -> str:
+    key = get_env("SECRET_KEY", None)
+    if key:
+        if len(key) < 32:
+            raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long.")
+        return str(key)
+    if LOCAL_DEV:
+        # A throwaway key: sessions and signed values do not survive a restart, which is fine locally.
+        return secrets.token_urlsafe(50)
+    raise ImproperlyConfigured("Set the environment variable SECRET_KEY.")
+
+
+SECRET_KEY = _secret_key()
+DEBUG: bool = get_env("DEBUG", False, cast=as_bool)
+ALLOWED_HOSTS: list[str] = get_env("ALLOWED_HOSTS", [], cast=as_list)
+if LOCAL_DEV:
+    ALLOWED_HOSTS = [*ALLOWED_HOSTS, "127.0.0.1", "localhost", "[::1]", "testserver"]
+CSRF_TRUSTED_ORIGINS: list[str] = get_env("CSRF_TRUSTED_ORIGINS", [], cast=as_list)
+# TLS ends at the ingress; trust its header so the admin builds https URLs.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "static/"
+# Set in the image, where `collectstatic` ran at build time; locally the admin's files come from
+# the installed apps directly.
+STATIC_ROOT: str | None = get_env("STATIC_ROOT", None)
+WHITENOISE_USE_FINDERS = LOCAL_DEV
+DATA_UPLOAD_MAX_MEMORY_SIZE = get_env("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, cast=int)
+
+LOGGING = logging_config(get_env("LOG_LEVEL", "INFO").upper())
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+_BASE_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "meshkit",
+]
+
+
+def service_apps(*apps: str) -> list[str]:
+    """Django's admin stack, meshkit, then the service's own apps."""
+    return [*_BASE_APPS, *apps]
+
+
+def service_middleware(*extra: str) -> list[str]:
+    """The middleware stack in the order that matters: probes first, metrics around everything else.
+
+    ``extra`` (e.g. meshauth's middleware) goes after authentication so it can see the user.
+    """
+    return [
+        "meshkit.probes.ProbeMiddleware",
+        "meshkit.metrics.RequestMetricsMiddleware",
+        "meshkit.requestid.RequestIdMiddleware",
+        "meshkit.errors.BodySizeLimitMiddleware",
+        "meshkit.errors.DatabaseUnavailableMiddleware",
+        "django.middleware.security.SecurityMiddleware",
+        # The admin's static files, from the image, without a separate web server.
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        *extra,
+    ]

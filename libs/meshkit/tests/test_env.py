@@ -1,0 +1,121 @@
+"""Settings fail at start with one clear line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from meshkit.database import database_config
+from meshkit.env import as_bool, as_list, get_env
+
+HERE = Path(__file__).parent
+
+
+def test_missing_required_variable_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MESHKIT_TEST_VALUE", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="^Set the environment variable MESHKIT_TEST_VALUE.$"):
+        get_env("MESHKIT_TEST_VALUE")
+
+
+def test_bad_value_names_variable_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESHKIT_TEST_VALUE", "many")
+    with pytest.raises(ImproperlyConfigured, match="MESHKIT_TEST_VALUE='many' is invalid"):
+        get_env("MESHKIT_TEST_VALUE", 1, cast=int)
+
+
+def test_default_is_returned_uncast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MESHKIT_TEST_VALUE", raising=False)
+    assert get_env("MESHKIT_TEST_VALUE", None, cast=int) is None
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("0", False), ("Yes", True), ("off", False)])
+def test_booleans(raw: str, expected: bool) -> None:
+    assert as_bool(raw) is expected
+
+
+def test_bad_boolean_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        as_bool("maybe")
+
+
+def test_lists_drop_blanks() -> None:
+    assert as_list(" a.example.com, ,b.example.com ") == ["a.example.com", "b.example.com"]
+
+
+def test_database_url_becomes_a_pooler_friendly_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://orders:s%3Acret@db.internal:6432/mesh?sslmode=require")
+    monkeypatch.setenv("DATABASE_CONN_MAX_AGE", "0")
+    monkeypatch.setenv("DATABASE_DISABLE_SERVER_SIDE_CURSORS", "true")
+    config = database_config(schema="orders")
+    assert config["NAME"] == "mesh"
+    assert config["USER"] == "orders"
+    assert config["PASSWORD"] == "s:cret"
+    assert (config["HOST"], config["PORT"]) == ("db.internal", "6432")
+    assert config["OPTIONS"]["sslmode"] == "require"
+    assert config["OPTIONS"]["options"] == "-c search_path=orders"
+    assert config["CONN_MAX_AGE"] == 0
+    assert config["CONN_HEALTH_CHECKS"] is True
+    assert config["DISABLE_SERVER_SIDE_CURSORS"] is True
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:p@h/db", "must start with postgres://"),
+        ("postgres://u:p@h/", "must name a database"),
+        ("postgres://u:p@h:notaport/db", "invalid port"),
+    ],
+)
+def test_bad_database_url_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, url: str, message: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ImproperlyConfigured, match=message):
+        database_config(schema="orders")
+
+
+def _import_settings(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "MESH_LOCAL_DEV", "DEBUG"}}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)",
+        ],
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "meshkit_testapp.settings",
+            "PYTHONPATH": str(HERE),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_secret_key_is_required_outside_local_dev() -> None:
+    result = _import_settings({})
+    assert result.returncode != 0
+    assert "Set the environment variable SECRET_KEY." in result.stderr.strip().splitlines()[-1]
+
+
+def test_short_secret_key_is_refused() -> None:
+    result = _import_settings({"SECRET_KEY": "short"})
+    assert result.returncode != 0
+    assert "SECRET_KEY must be at least 32 characters long." in result.stderr
+
+
+def test_local_dev_generates_a_secret_key_and_debug_defaults_off() -> None:
+    result = _import_settings({"MESH_LOCAL_DEV": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_missing_database_url_names_the_variable() -> None:
+    result = _import_settings({"SECRET_KEY": "x" * 50, "DATABASE_URL": ""})
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,150 @@
+"""meshkit under real processes: gunicorn with the shared config, and migrate_locked racing itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+
+from mesh.bootstrap import bootstrap, drop_database, local_passwords, service_url
+from mesh.postgres import EmbeddedPostgres, free_port
+from mesh.processes import ManagedProcess, python_module, wait_for_http
+from mesh.registry import Service
+
+HERE = Path(__file__).parent
+SERVICE = Service(name="meshkit_testapp", port=0, schema="meshkit_testapp")
+
+
+def app_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="meshkit_testapp.settings",
+        PYTHONPATH=str(HERE),
+        MESH_LOCAL_DEV="1",
+        DATABASE_URL=database_url,
+        **extra,
+    )
+    return env
+
+
+def fresh_database(admin_url: str) -> tuple[str, str]:
+    name = f"meshkit_{uuid.uuid4().hex[:8]}"
+    bootstrap(admin_url, name, [SERVICE], local_passwords([SERVICE]))
+    return name, service_url(admin_url, name, SERVICE.role)
+
+
+def migrate(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        python_module("django", "migrate_locked"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture
+def served_app(
+    private_postgres: EmbeddedPostgres, tmp_path: Path
+) -> Iterator[tuple[str, ManagedProcess, EmbeddedPostgres]]:
+    admin = private_postgres.admin_url()
+    _, url = fresh_database(admin)
+    port = free_port()
+    env = app_env(
+        url,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS="2",
+        READYZ_TIMEOUT="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    assert migrate(env).wait(120) == 0
+    app = ManagedProcess(
+        name="gunicorn",
+        argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", "meshkit_testapp.wsgi"),
+        env=env,
+        log_path=tmp_path / "gunicorn.log",
+    )
+    app.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/readyz", timeout=60, watch=[app])
+        yield base, app, private_postgres
+    finally:
+        app.stop()
+
+
+def test_readyz_follows_the_database_while_livez_stays_up(served_app) -> None:
+    base, app, postgres = served_app
+    port = postgres.running_port()
+    assert httpx.get(f"{base}/readyz").status_code == 200
+
+    postgres.stop()
+    # The probe's own bound: READYZ_TIMEOUT (2 s) plus slack for a loaded machine.
+    down = httpx.get(f"{base}/readyz", timeout=10)
+    assert down.status_code == 503
+    assert down.json()["status"] == "unavailable"
+    assert down.json()["checks"]["database:default"] != "ok"
+    assert httpx.get(f"{base}/livez", timeout=10).status_code == 200
+    # A request that needs the database gets a retryable 503, not a 500 or a hung worker.
+    failed = httpx.get(f"{base}/items/a", timeout=20)
+    assert failed.status_code == 503
+    assert failed.headers["Retry-After"] == "5"
+
+    postgres.start(port=port)
+    wait_for_http(f"{base}/readyz", timeout=30, watch=[app])
+    assert httpx.get(f"{base}/livez").status_code == 200
+    assert httpx.get(f"{base}/items/a").json() == {"name": "a", "exists": False}
+
+
+def test_access_log_is_json_with_the_request_id_and_skips_probes(served_app) -> None:
+    base, app, _ = served_app
+    httpx.get(f"{base}/items/widget", headers={"X-Request-ID": "trace-42"})
+    httpx.get(f"{base}/livez")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        entries = [json.loads(line) for line in app.log_path.read_text().splitlines() if line.startswith("{")]
+        access = [e for e in entries if e.get("logger") == "gunicorn.access"]
+        if access:
+            break
+        time.sleep(0.2)
+    assert [e["path"] for e in access] == ["/items/widget"]
+    assert access[0]["request_id"] == "trace-42"
+    assert access[0]["status"] == 200
+    app_lines = [e for e in entries if e.get("message") == "looking up item"]
+    assert app_lines, "the view's own log line is missing"
+    assert app_lines[0]["request_id"] == "trace-42"
+    assert app_lines[0]["item"] == "widget"
+
+
+def test_two_migrate_locked_at_once_both_succeed_and_apply_once(admin_url: str) -> None:
+    name, url = fresh_database(admin_url)
+    try:
+        env = app_env(url)
+        first, second = migrate(env), migrate(env)
+        outputs = [proc.communicate(timeout=180)[0] for proc in (first, second)]
+        assert first.returncode == 0, outputs[0]
+        assert second.returncode == 0, outputs[1]
+        conn = psycopg2.connect(url)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM meshkit_testapp_migrationrun")
+                assert cursor.fetchone() == (1,)
+                cursor.execute(
+                    "SELECT count(*) FROM django_migrations"
+                    " WHERE app = 'meshkit_testapp' AND name = '0001_initial'"
+                )
+                assert cursor.fetchone() == (1,)
+                cursor.execute("SELECT schemaname FROM pg_tables WHERE tablename = 'django_migrations'")
+                assert cursor.fetchall() == [("meshkit_testapp",)]
+        finally:
+            conn.close()
+    finally:
+        drop_database(admin_url, name)

@@ -1,0 +1,10 @@
+"""identity's JSON API, mounted at ``/api/v1/``."""
+
+from identity.accounts.api import router as accounts_router
+from meshkit.api import create_api
+
+api = create_api(
+    title="identity",
+    description="Users, login, access and refresh tokens, service credentials and profiles.",
+)
+api.add_router("/", accounts_router)

@@ -1,0 +1,90 @@
+"""`make up`'s engine (`mesh up`) as a user runs it: progress, a ready mesh, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import psutil
+import pytest
+
+from mesh.bootstrap import drop_database
+
+
+@pytest.fixture
+def mesh_up(admin_url: str, mesh_registry):
+    offset = random.randint(20_000, 30_000)  # noqa: S311 - a port, not a secret
+    database = f"test_up_{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesh", "up", "--port-offset", str(offset), "--database", database],
+        cwd=mesh_registry.root,
+        env={**os.environ, "DATABASE_ADMIN_URL": admin_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc, offset
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        drop_database(admin_url, database)
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("mesh up exited early:\n" + "".join(lines))
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(lines))
+
+
+def test_mesh_up_serves_every_service_and_stops_cleanly(mesh_up, mesh_registry) -> None:
+    proc, offset = mesh_up
+    started = time.monotonic()
+    lines = read_until(proc, "press Ctrl-C to stop", timeout=120)
+    print(f"mesh up: every service ready after {time.monotonic() - started:.1f} s")
+    output = "".join(lines)
+    for service in mesh_registry:
+        assert f"{service.name}: migrate_locked" in output
+        assert f"{service.name}: ready on http://127.0.0.1:{service.port + offset}" in output
+        response = httpx.get(f"http://127.0.0.1:{service.port + offset}/readyz")
+        assert response.status_code == 200
+        assert response.json()["status"] == "ok"
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "mesh up should have started gunicorn processes"
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, rest
+    assert "[mesh] stopped" in rest
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"orphans left behind: {alive}"
+    for service in mesh_registry:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{service.port + offset}/livez", timeout=2)
+
+
+def test_unknown_service_is_refused_with_one_line(mesh_registry) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mesh", "up", "--only", "nosuch"],
+        cwd=mesh_registry.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stdout.strip() == "[mesh] unknown service(s): nosuch"

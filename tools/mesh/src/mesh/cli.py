@@ -1,0 +1,166 @@
+"""The `mesh` command: run the fleet locally and manage its database.
+
+mesh up [--mode sidecar|inprocess] [--only NAME ...]
+mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from mesh.bootstrap import bootstrap, local_passwords, render_sql, service_url
+from mesh.fleet import Fleet
+from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, state_dir
+from mesh.registry import find_root, load_registry
+
+__all__ = ["main"]
+
+
+def _say(message: str) -> None:
+    print(f"[mesh] {message}", flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    registry = load_registry(find_root())
+    unknown = set(args.only) - set(registry.services)
+    if unknown:
+        _say(f"unknown service(s): {', '.join(sorted(unknown))}")
+        return 2
+    _say("starting PostgreSQL (embedded, data in .mesh/postgres)")
+    url, started_db = admin_url(registry.root)
+    fleet = Fleet(
+        registry=registry,
+        admin_url=url,
+        database=args.database,
+        run_dir=state_dir(registry.root) / "run",
+        mode=args.mode,
+        workers=args.workers,
+        only=tuple(args.only),
+        port_offset=args.port_offset,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        fleet.up(progress=_say, seed=True)
+        _print_table(fleet)
+        _say("press Ctrl-C to stop")
+        while not stop.is_set():
+            for procs in fleet.processes.values():
+                for proc in procs:
+                    if not proc.alive():
+                        _say(f"{proc.name} exited; last lines of {proc.log_path}:\n{proc.tail()}")
+                        stop.set()
+            stop.wait(1.0)
+    except Exception as exc:  # noqa: BLE001 - report and clean up whatever failed
+        _say(f"failed: {exc}")
+        return_code = 1
+    else:
+        return_code = 0
+    finally:
+        _say("stopping services")
+        fleet.stop()
+        # Stop the server only if this run started it: another run (or a test session) may own it.
+        if started_db and not args.keep_db:
+            _say("stopping PostgreSQL")
+            embedded_postgres(registry.root).stop()
+        _say("stopped")
+    return return_code
+
+
+def _print_table(fleet: Fleet) -> None:
+    rows = [("service", "url", "health", "api docs")]
+    for service in fleet.services:
+        base = fleet.url(service.name)
+        rows.append((service.name, base, f"{base}/readyz", f"{base}/api/v1/docs"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for index, row in enumerate(rows):
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            print("  " + "  ".join("-" * width for width in widths))
+    print(flush=True)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    registry = load_registry(find_root())
+    if args.db_command == "sql":
+        sys.stdout.write(render_sql(registry, args.database))
+        return 0
+    if args.db_command == "stop":
+        embedded_postgres(registry.root).stop()
+        return 0
+    url, _ = admin_url(registry.root)
+    if args.db_command == "bootstrap":
+        started = time.monotonic()
+        bootstrap(url, args.database, registry, local_passwords(registry))
+        _say(
+            f"bootstrapped {args.database}: {', '.join(s.schema for s in registry)} "
+            f"in {time.monotonic() - started:.2f} s"
+        )
+    elif args.db_command == "url":
+        service = registry[args.service]
+        print(service_url(url, args.database, service.role))
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from mesh.testrun import run_suites
+
+    return run_suites(load_registry(find_root()), args.pytest_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run every service locally behind its auth sidecar")
+    up.add_argument("--mode", choices=("sidecar", "inprocess"), default="sidecar")
+    up.add_argument("--workers", type=int, default=2, help="gunicorn workers per service")
+    up.add_argument("--only", nargs="*", default=[], metavar="NAME", help="start only these services")
+    up.add_argument("--keep-db", action="store_true", help="leave PostgreSQL running on exit")
+    up.add_argument("--database", default=LOCAL_DATABASE, help="database name (default: mesh)")
+    up.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="add this to every port, to run a second mesh beside one",
+    )
+    up.set_defaults(func=cmd_up)
+
+    test = sub.add_parser("test", help="run every test suite, each in its own pytest process")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to every pytest run")
+    test.set_defaults(func=cmd_test)
+
+    db = sub.add_parser("db", help="the local database")
+    db.add_argument("--database", default=LOCAL_DATABASE)
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("bootstrap", help="create schemas, roles and read grants from mesh.toml")
+    db_sub.add_parser("sql", help="print the bootstrap as SQL (what the cluster Job runs)")
+    db_sub.add_parser("stop", help="stop the embedded PostgreSQL")
+    url = db_sub.add_parser("url", help="print a service's DATABASE_URL")
+    url.add_argument("service")
+    db.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

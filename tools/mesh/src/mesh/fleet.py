@@ -1,0 +1,190 @@
+"""Run the fleet on one machine exactly as in a pod: gunicorn on loopback behind its auth sidecar.
+
+Shared by `mesh up` (fixed ports from `mesh.toml`) and the end-to-end tests (free ports, a fresh
+database), so what the tests prove is what a developer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mesh.bootstrap import bootstrap, local_passwords, service_url
+from mesh.postgres import free_port
+from mesh.processes import ManagedProcess, python_module, wait_for_http
+from mesh.registry import Registry, Service
+
+__all__ = ["Fleet", "ServicePorts"]
+
+MODES = ("sidecar", "inprocess")
+
+
+@dataclass(frozen=True)
+class ServicePorts:
+    public: int
+    app: int
+
+
+@dataclass
+class Fleet:
+    """The services of ``registry`` against ``database`` on the server behind ``admin_url``."""
+
+    registry: Registry
+    admin_url: str
+    database: str
+    run_dir: Path
+    mode: str = "sidecar"
+    workers: int = 2
+    fixed_ports: bool = True
+    port_offset: int = 0
+    only: tuple[str, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    ports: dict[str, ServicePorts] = field(default_factory=dict)
+    processes: dict[str, list[ManagedProcess]] = field(default_factory=dict)
+    _principal_secrets: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for service in self.services:
+            if self.fixed_ports:
+                self.ports[service.name] = ServicePorts(
+                    service.port + self.port_offset, service.app_port + self.port_offset
+                )
+            else:
+                self.ports[service.name] = ServicePorts(free_port(), free_port())
+            self._principal_secrets[service.name] = secrets.token_urlsafe(32)
+
+    @property
+    def services(self) -> list[Service]:
+        chosen = [s for s in self.registry if not self.only or s.name in self.only]
+        # identity first: every other service fetches its JWKS at start.
+        return sorted(chosen, key=lambda s: (s.name != "identity", s.name))
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name].public}"
+
+    # -- environment ---------------------------------------------------------------------------
+
+    def env(self, service: Service) -> dict[str, str]:
+        """The environment a service's processes get: the runtime contract, filled in for a laptop."""
+        identity = self.url("identity") if "identity" in self.ports else ""
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "MESHAUTH_"))},
+            "DJANGO_SETTINGS_MODULE": service.settings_module,
+            "MESH_LOCAL_DEV": "1",
+            "PYTHONUNBUFFERED": "1",
+            "DATABASE_URL": service_url(self.admin_url, self.database, service.role),
+            "MESHAUTH_MODE": self.mode,
+            "MESHAUTH_ISSUER": identity,
+            "MESHAUTH_AUDIENCE": service.name,
+            "MESHAUTH_JWKS_URL": f"{identity}/.well-known/jwks.json",
+            "MESHAUTH_IDENTITY_URL": identity,
+            "MESHAUTH_PRINCIPAL_SECRET": self._principal_secrets[service.name],
+            "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / service.name / "metrics"),
+            "GUNICORN_WORKERS": str(self.workers),
+            "GUNICORN_PROC_NAME": f"mesh-{service.name}",
+        }
+        for owner in service.reads:
+            env[f"{owner.upper()}_READ_DATABASE_URL"] = service_url(
+                self.admin_url, self.database, service.reader_role
+            )
+        env.update(self.extra_env)
+        env.update(self.service_env.get(service.name, {}))
+        return env
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def bootstrap(self) -> None:
+        bootstrap(self.admin_url, self.database, self.registry, local_passwords(self.registry))
+
+    def manage(self, service: Service, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a management command of ``service`` with its environment."""
+        return subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "django", *args],
+            env=self.env(service),
+            cwd=self.registry.service_dir(service.name),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=300,
+        )
+
+    def migrate(self, service: Service) -> None:
+        result = self.manage(service, "migrate_locked", check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{service.name}: migrate_locked failed:\n{result.stdout}{result.stderr}")
+
+    def start(self, service: Service) -> list[ManagedProcess]:
+        ports = self.ports[service.name]
+        env = self.env(service)
+        logs = self.run_dir / service.name
+        bind = f"127.0.0.1:{ports.app if self.mode == 'sidecar' else ports.public}"
+        app = ManagedProcess(
+            name=f"{service.name}-app",
+            argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", f"{service.name}.wsgi"),
+            env={**env, "GUNICORN_BIND": bind},
+            log_path=logs / "app.log",
+            cwd=self.registry.service_dir(service.name),
+        )
+        started = [app]
+        app.start()
+        if self.mode == "sidecar":
+            sidecar = ManagedProcess(
+                name=f"{service.name}-sidecar",
+                argv=python_module("meshauth.sidecar"),
+                env={
+                    **env,
+                    "MESHAUTH_SIDECAR_LISTEN": f"127.0.0.1:{ports.public}",
+                    "MESHAUTH_SIDECAR_UPSTREAM": f"http://127.0.0.1:{ports.app}",
+                },
+                log_path=logs / "sidecar.log",
+            )
+            sidecar.start()
+            started.append(sidecar)
+        self.processes[service.name] = started
+        return started
+
+    def wait_ready(self, service: Service, timeout: float = 60.0) -> None:
+        wait_for_http(f"{self.url(service.name)}/readyz", timeout=timeout, watch=self.processes[service.name])
+
+    def up(self, progress: Callable[[str], None] = lambda _: None, seed: bool = False) -> None:
+        """Bootstrap, migrate, (seed,) start and wait for every service, reporting each step."""
+        progress(f"bootstrapping database {self.database} (schemas, roles, grants)")
+        self.bootstrap()
+        for service in self.services:
+            progress(f"{service.name}: migrate_locked")
+            self.migrate(service)
+        for service in self.services:
+            progress(
+                f"{service.name}: starting gunicorn ({self.workers} workers)"
+                + (" behind its auth sidecar" if self.mode == "sidecar" else "")
+            )
+            self.start(service)
+            self.wait_ready(service)
+            progress(f"{service.name}: ready on {self.url(service.name)}")
+            if seed:
+                self.seed(service, progress)
+
+    def seed(self, service: Service, progress: Callable[[str], None]) -> None:
+        """Run the service's idempotent ``seed_demo`` command when it has one."""
+        result = self.manage(service, "seed_demo", check=False)
+        if result.returncode == 0:
+            for line in result.stdout.splitlines():
+                progress(f"{service.name}: {line}")
+        elif "Unknown command" not in result.stderr:
+            raise RuntimeError(f"{service.name}: seed_demo failed:\n{result.stdout}{result.stderr}")
+
+    def stop(self, names: Iterable[str] | None = None) -> None:
+        """Stop services in reverse start order (sidecar before its app)."""
+        chosen = list(names) if names is not None else list(self.processes)
+        for name in reversed(chosen):
+            for proc in reversed(self.processes.get(name, [])):
+                proc.stop()
+            self.processes.pop(name, None)

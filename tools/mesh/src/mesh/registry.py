@@ -1,0 +1,101 @@
+"""The fleet registry, `mesh.toml`: every service, its port, its schema, whom it reads and calls."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Registry", "Service", "find_root", "load_registry"]
+
+REGISTRY_FILE = "mesh.toml"
+# The app listens behind its sidecar on this offset from the public port (`make up` only).
+APP_PORT_OFFSET = 1000
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service of the fleet as `mesh.toml` declares it."""
+
+    name: str
+    port: int
+    schema: str
+    reads: tuple[str, ...] = ()
+    calls: tuple[str, ...] = ()
+    public_paths: tuple[str, ...] = field(default=())
+
+    @property
+    def app_port(self) -> int:
+        return self.port + APP_PORT_OFFSET
+
+    @property
+    def role(self) -> str:
+        """The login role that owns the service's schema."""
+        return self.name
+
+    @property
+    def reader_role(self) -> str:
+        """The login role limited to SELECT on the schemas in ``reads``."""
+        return f"{self.name}_reader"
+
+    @property
+    def settings_module(self) -> str:
+        return f"{self.name}.settings"
+
+
+@dataclass(frozen=True)
+class Registry:
+    root: Path
+    services: dict[str, Service]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.services.values())
+
+    def __getitem__(self, name: str) -> Service:
+        return self.services[name]
+
+    def service_dir(self, name: str) -> Path:
+        return self.root / "services" / name
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: ``MESH_ROOT``, or the nearest directory upwards holding `mesh.toml`."""
+    if os.environ.get("MESH_ROOT"):
+        return Path(os.environ["MESH_ROOT"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / REGISTRY_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"No {REGISTRY_FILE} found in {here} or any parent directory.")
+
+
+def load_registry(root: Path | None = None) -> Registry:
+    """Read and check `mesh.toml`: unique ports and schemas, reads and calls name known services."""
+    root = root or find_root()
+    data = tomllib.loads((root / REGISTRY_FILE).read_text())
+    services: dict[str, Service] = {}
+    for name, table in data.get("services", {}).items():
+        services[name] = Service(
+            name=name,
+            port=int(table["port"]),
+            schema=str(table.get("schema", name)),
+            reads=tuple(table.get("reads", ())),
+            calls=tuple(table.get("calls", ())),
+            public_paths=tuple(table.get("public_paths", ())),
+        )
+    _check(services)
+    return Registry(root=root, services=services)
+
+
+def _check(services: dict[str, Service]) -> None:
+    ports = [s.port for s in services.values()]
+    if len(set(ports)) != len(ports):
+        raise ValueError("mesh.toml: two services share a port.")
+    schemas = [s.schema for s in services.values()]
+    if len(set(schemas)) != len(schemas):
+        raise ValueError("mesh.toml: two services share a schema.")
+    for service in services.values():
+        for other in (*service.reads, *service.calls):
+            if other not in services:
+                raise ValueError(f"mesh.toml: {service.name} names unknown service {other!r}.")
