@@ -27,6 +27,7 @@ __all__ = [
     "DEBUG",
     "DEFAULT_AUTO_FIELD",
     "LANGUAGE_CODE",
+    "LOCAL_DEV",
     "LOGGING",
     "SECRET_KEY",
     "SECURE_PROXY_SSL_HEADER",

@@ -1,6 +1,7 @@
 """identity's JSON API, mounted at ``/api/v1/``."""
 
 from identity.accounts.api import router as accounts_router
+from identity.tokens.api import router as tokens_router
 from meshkit.api import create_api
 
 api = create_api(
@@ -8,3 +9,4 @@ api = create_api(
     description="Users, login, access and refresh tokens, service credentials and profiles.",
 )
 api.add_router("/", accounts_router)
+api.add_router("/", tokens_router)

@@ -1,11 +1,12 @@
 """Settings of the identity service: meshkit's shared settings plus what identity owns."""
 
+from meshkit.env import REQUIRED
 from meshkit.settings import *  # noqa: F403
-from meshkit.settings import database_config, get_env, service_apps, service_middleware
+from meshkit.settings import LOCAL_DEV, database_config, get_env, service_apps, service_middleware
 
 ROOT_URLCONF = "identity.urls"
 WSGI_APPLICATION = "identity.wsgi.application"
-INSTALLED_APPS = service_apps("identity.accounts")
+INSTALLED_APPS = service_apps("identity.accounts", "identity.tokens")
 MIDDLEWARE = service_middleware()
 DATABASES = {"default": database_config(schema="identity")}
 AUTH_USER_MODEL = "accounts.User"
@@ -16,5 +17,21 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
 
+# Tokens. The issuer is the same setting every verifier reads (MESHAUTH_ISSUER).
+MESHAUTH_ISSUER = get_env("MESHAUTH_ISSUER", "http://127.0.0.1:8001" if LOCAL_DEV else REQUIRED)
 IDENTITY_ACCESS_TOKEN_TTL = get_env("IDENTITY_ACCESS_TOKEN_TTL", 600, cast=int)
+IDENTITY_SERVICE_TOKEN_TTL = get_env("IDENTITY_SERVICE_TOKEN_TTL", 600, cast=int)
 IDENTITY_REFRESH_TOKEN_TTL = get_env("IDENTITY_REFRESH_TOKEN_TTL", 14 * 24 * 3600, cast=int)
+# End users' tokens are for the whole mesh; service tokens name one service (see tokens.issuing).
+IDENTITY_USER_AUDIENCE = get_env("IDENTITY_USER_AUDIENCE", "mesh")
+IDENTITY_SIGNING_ALGORITHM = get_env("IDENTITY_SIGNING_ALGORITHM", "RS256")
+IDENTITY_KEY_ENCRYPTION_KEY = get_env("IDENTITY_KEY_ENCRYPTION_KEY", "")
+
+# Failed logins: per account, and per client address with a larger budget (database-backed).
+IDENTITY_LOGIN_WINDOW = get_env("IDENTITY_LOGIN_WINDOW", 15 * 60, cast=int)
+IDENTITY_LOGIN_ACCOUNT_ATTEMPTS = get_env("IDENTITY_LOGIN_ACCOUNT_ATTEMPTS", 5, cast=int)
+IDENTITY_LOGIN_ADDRESS_ATTEMPTS = get_env("IDENTITY_LOGIN_ADDRESS_ATTEMPTS", 50, cast=int)
+# X-Forwarded-For entries appended by proxies we run: 1 behind the sidecar, +1 per ingress hop.
+IDENTITY_TRUSTED_PROXY_HOPS = get_env(
+    "IDENTITY_TRUSTED_PROXY_HOPS", 1 if get_env("MESHAUTH_MODE", "inprocess") == "sidecar" else 0, cast=int
+)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 
 from identity.api import api
+from identity.tokens.api import jwks_view
 
 handler400 = "meshkit.errors.handler400"
 handler403 = "meshkit.errors.handler403"
@@ -11,4 +12,5 @@ handler500 = "meshkit.errors.handler500"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path(".well-known/jwks.json", jwks_view, name="jwks"),
 ]
