@@ -11,6 +11,7 @@
   (include "django-service.hpa.render" .)
   (include "django-service.pdb.render" .)
   (include "django-service.networkpolicy.render" .)
+  (include "django-service.networkpolicy.migration" .)
   (include "django-service.ingress.render" .)
   (include "django-service.monitoring.serviceMonitor" .)
   (include "django-service.monitoring.prometheusRule" .)
