@@ -34,7 +34,8 @@ def password_variable(role: str) -> str:
 def _login_role(role: str) -> list[str]:
     return [
         f"\\getenv {role}_password {password_variable(role)}",
-        f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "
+        # role names come from mesh.toml (the fleet's own registry), never from user input
+        f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "  # noqa: S608
         f"(SELECT FROM pg_roles WHERE rolname = '{role}') \\gexec",
         f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
         f"PASSWORD :'{role}_password';",
@@ -103,8 +104,8 @@ def render(mesh: dict[str, Any]) -> str:
         for role in roles(services)
     )
     labels = "app.kubernetes.io/name: db-bootstrap\napp.kubernetes.io/part-of: django-mesh"
-    return f"""{HEADER}# Creates the schemas, login roles and read grants of every service in mesh.toml. Needs the
-# Secrets postgres-admin (POSTGRES_PASSWORD of the `postgres` superuser) and mesh-db-roles (one key
+    return f"""{HEADER}# Creates the schemas, login roles and read grants of every service in mesh.toml.
+# Needs the Secrets postgres-admin (POSTGRES_PASSWORD of the `postgres` superuser) and mesh-db-roles (one key
 # per role below). Re-run after mesh.toml changes: kubectl delete job db-bootstrap; kubectl apply -k k8s
 # Roles: {", ".join(roles(services))}
 apiVersion: v1

@@ -7,7 +7,6 @@ so the tests never write into the working tree (other engineers share it).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -146,5 +145,3 @@ def all_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # noqa: S603
-
-

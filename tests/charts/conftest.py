@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,12 +11,12 @@ from chartlib import CHARTS, TIMINGS, Rendered, Renderer, scenario_ids, scenario
 
 
 @pytest.fixture(scope="session")
-def renderer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Renderer]:
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
     workdir = tmp_path_factory.mktemp("charts")
     shutil.copytree(
         CHARTS, workdir / "charts", ignore=shutil.ignore_patterns("charts", "Chart.lock", "*.tgz")
     )
-    yield Renderer(workdir)
+    return Renderer(workdir)
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +24,7 @@ def scenarios(renderer: Renderer) -> dict[tuple[str, str], Rendered]:
     """Every ci/ scenario of every app chart, rendered once per session."""
     started = time.perf_counter()
     result = {
-        (chart, name): renderer.render(chart, scenario_values(chart, name))
-        for chart, name in scenario_ids()
+        (chart, name): renderer.render(chart, scenario_values(chart, name)) for chart, name in scenario_ids()
     }
     TIMINGS["render every ci/ scenario"] = time.perf_counter() - started
     return result

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chartlib import CHARTS, REPO, all_containers, app_chart_names, pod_specs, run, tool_missing
+from chartlib import CHARTS, REPO, app_chart_names, pod_specs, run, tool_missing
 from test_render import hardening_violations, restricted_violations, validate_objects
 from test_tools import run_checkov
 
@@ -24,7 +24,8 @@ K8S = REPO / "k8s"
 
 def load_render() -> ModuleType:
     spec = importlib.util.spec_from_file_location("k8s_db_bootstrap_render", K8S / "db-bootstrap/render.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -41,7 +42,9 @@ def docs() -> list[dict[str, Any]]:
 
 def test_generated_files_match_mesh_toml() -> None:
     for path, text in load_render().outputs().items():
-        assert path.read_text() == text, f"{path.relative_to(REPO)} is stale: run python k8s/db-bootstrap/render.py"
+        assert path.read_text() == text, (
+            f"{path.relative_to(REPO)} is stale: run python k8s/db-bootstrap/render.py"
+        )
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -56,7 +59,9 @@ def test_kustomization_lists_every_manifest() -> None:
 
 def test_k8s_objects_are_valid() -> None:
     objects = docs()
-    assert {"Namespace", "StatefulSet", "Service", "Secret", "Job", "ConfigMap"} <= {d["kind"] for d in objects}
+    assert {"Namespace", "StatefulSet", "Service", "Secret", "Job", "ConfigMap"} <= {
+        d["kind"] for d in objects
+    }
     errors = validate_objects(objects)
     assert not errors, "\n".join(errors)
 
@@ -154,13 +159,29 @@ def test_bootstrap_sql_runs_twice_and_grants_what_mesh_toml_says(
     def as_role(role: str, statement: str) -> Any:
         base = uri.split("://", 1)[1].split("@", 1)[1]
         return run(
-            [binary, "--no-psqlrc", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-             "-d", f"postgresql://{role}@{base}", "-c", statement],
+            [
+                binary,
+                "--no-psqlrc",
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                f"postgresql://{role}@{base}",
+                "-c",
+                statement,
+            ],
             env={**os.environ, "PGPASSWORD": passwords[render.password_variable(role)]},
         )
 
     # each service owns its schema and lands in it by default
-    created = as_role("catalog", "CREATE TABLE product (id int, name text); INSERT INTO product VALUES (1, 'tea'); SELECT current_schema()")
+    created = as_role(
+        "catalog",
+        "CREATE TABLE product (id int, name text); INSERT INTO product VALUES (1, 'tea');"
+        " SELECT current_schema()",
+    )
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip() == "catalog"
     # nobody writes into public or another service's schema

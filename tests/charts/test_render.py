@@ -45,7 +45,8 @@ def test_lint_strict(renderer: Renderer, chart: str, kube_version: str) -> None:
         renderer.chart(chart)  # vendors the library chart into the copy
     report = helm.lint(renderer.chart_dir(chart), strict=True, kube_version=f"v{kube_version}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
-    assert not report["errors"] and not problems, report
+    assert not report["errors"], report
+    assert not problems, report
 
 
 @pytest.mark.parametrize(("chart", "scenario"), scenario_ids())
@@ -59,7 +60,8 @@ def test_lint_strict_with_each_scenario(renderer: Renderer, chart: str, scenario
         kube_version=f"v{KUBE_VERSIONS[-1]}",
     )
     problems = [m for m in report["messages"] if m["severity"] >= 2]
-    assert not report["errors"] and not problems, report
+    assert not report["errors"], report
+    assert not problems, report
 
 
 @pytest.mark.parametrize("chart", app_chart_names())
@@ -240,7 +242,10 @@ def restricted_violations(spec: dict[str, Any]) -> list[str]:
             out.append(f"{name}: capabilities do not drop ALL")
         if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
             out.append(f"{name}: adds capabilities {caps['add']}")
-        if not (sc.get("runAsNonRoot") is True or (pod_sc.get("runAsNonRoot") is True and sc.get("runAsNonRoot") is not False)):
+        if not (
+            sc.get("runAsNonRoot") is True
+            or (pod_sc.get("runAsNonRoot") is True and sc.get("runAsNonRoot") is not False)
+        ):
             out.append(f"{name}: runAsNonRoot is not true")
         if sc.get("runAsUser") == 0:
             out.append(f"{name}: runAsUser 0")

@@ -52,7 +52,8 @@ def promtool_check(groups: list[dict[str, Any]], tmp_path: Path) -> Any:
 def test_prometheus_rules_pass_promtool(renderer: Renderer, chart: str, tmp_path: Path) -> None:
     rendered = renderer.render(chart, {"monitoring": {"prometheusRule": {"enabled": True}}})
     groups = rendered.one("PrometheusRule")["spec"]["groups"]
-    assert groups and all(group["rules"] for group in groups)
+    assert groups
+    assert all(group["rules"] for group in groups)
     result = promtool_check(groups, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -119,14 +120,15 @@ def write_scenarios(scenarios: dict[tuple[str, str], Rendered], directory: Path)
     return count
 
 
-def test_checkov_passes_on_every_scenario(
-    scenarios: dict[tuple[str, str], Rendered], tmp_path: Path
-) -> None:
+def test_checkov_passes_on_every_scenario(scenarios: dict[tuple[str, str], Rendered], tmp_path: Path) -> None:
     write_scenarios(scenarios, tmp_path / "rendered")
     report = run_checkov(tmp_path / "rendered")
     assert report["passed"] > 100, "checkov checked almost nothing"
     failures = sorted(
-        {f"{c['check_id']} {c['check_name']}: {c['resource']} ({Path(c['file_path']).name})" for c in report["failed"]}
+        {
+            f"{c['check_id']} {c['check_name']}: {c['resource']} ({Path(c['file_path']).name})"
+            for c in report["failed"]
+        }
     )
     assert not failures, "\n".join(failures)
 
@@ -136,7 +138,8 @@ def test_checkov_skips_are_explained() -> None:
     config = yaml.safe_load(text)
     for check in config.get("skip-check", []):
         line = next(line for line in text.splitlines() if re.search(rf"-\s+{check}\b", line))
-        assert "#" in line and len(line.split("#", 1)[1].strip()) > 20, f"{check} skipped without a reason"
+        reason = line.split("#", 1)[1].strip() if "#" in line else ""
+        assert len(reason) > 20, f"{check} skipped without a reason"
 
 
 # --- hadolint and the images -------------------------------------------------------------------
@@ -184,7 +187,8 @@ def test_dockerfile_follows_the_contract(renderer: Renderer, path: Path) -> None
         assert re.search(r":[0-9][^ ]*$|@sha256:[a-f0-9]{64}$", ref), f"{ref} is not pinned"
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[a-f0-9]{64})?", froms[-1].split()[0])
     users = [rest for key, rest in steps if key == "USER"]
-    assert users and re.fullmatch(r"\d+(:\d+)?", users[-1]), "the final stage must switch to a numeric user"
+    assert users, "the final stage must switch to a non-root user"
+    assert re.fullmatch(r"\d+(:\d+)?", users[-1]), "the final stage must switch to a numeric user"
     values = yaml.safe_load((CHARTS / "identity" / "values.yaml").read_text())
     assert int(users[-1].split(":")[0]) == values["securityContext"]["runAsUser"]
     env_lines = " ".join(rest for key, rest in steps if key == "ENV")
@@ -193,13 +197,19 @@ def test_dockerfile_follows_the_contract(renderer: Renderer, path: Path) -> None
     final = steps[max(i for i, (key, _) in enumerate(steps) if key == "FROM") :]
     assert not any("uv" in rest.split() or "pip" in rest for key, rest in final if key == "RUN")
     syncs = [rest for key, rest in steps if key == "RUN" and "uv sync" in rest]
-    assert len(syncs) == 1 and "--locked" in syncs[0] and "--no-dev" in syncs[0]
-    package = re.search(r"--package (\S+)", syncs[0]).group(1)
+    assert len(syncs) == 1
+    assert "--locked" in syncs[0]
+    assert "--no-dev" in syncs[0]
+    match = re.search(r"--package (\S+)", syncs[0])
+    assert match, "uv sync installs one workspace package"
+    package = match.group(1)
     entrypoint = json.loads(next(rest for key, rest in reversed(steps) if key == "ENTRYPOINT"))
     if path.parts[-3] == "services":
         service = path.parent.name
         assert package == service
-        rendered = renderer.render(service, {"auth": {"mode": "sidecar"}}) if service in app_chart_names() else None
+        rendered = (
+            renderer.render(service, {"auth": {"mode": "sidecar"}}) if service in app_chart_names() else None
+        )
         if rendered:
             app = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
             assert entrypoint == app["command"], "the image and the chart start the same command"

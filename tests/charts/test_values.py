@@ -59,9 +59,12 @@ def strictness_problems(schema: dict[str, Any], path: str = "") -> list[str]:
     if schema.get("type") == "object" and path.rsplit("/", 1)[-1] not in OPAQUE:
         if "properties" in schema and schema.get("additionalProperties") is not False:
             problems.append(f"{path or '/'}: additionalProperties is not false")
-        if "properties" not in schema and "additionalProperties" not in schema:
-            if path.rsplit("/", 1)[-1] not in {"tolerations", "extraEgress", "items"}:
-                problems.append(f"{path or '/'}: object without properties or additionalProperties")
+        if (
+            "properties" not in schema
+            and "additionalProperties" not in schema
+            and path.rsplit("/", 1)[-1] not in {"tolerations", "extraEgress", "items"}
+        ):
+            problems.append(f"{path or '/'}: object without properties or additionalProperties")
     for key, sub in schema.get("properties", {}).items():
         problems += strictness_problems(sub, f"{path}/{key}")
     for key, sub in schema.get("definitions", {}).items():
@@ -108,8 +111,10 @@ BAD_VALUES = [
     ({"auth": {"mode": "both"}}, ["/auth/mode", "sidecar", "inprocess"]),
     ({"image": {"tag": "latest"}}, ["/image/tag"]),
     ({"gunicorn": {"timeout": "30"}}, ["/gunicorn/timeout", "integer"]),
-    ({"ingress": {"hosts": [{"host": "x.example.com", "paths": [{"path": "/", "pathType": "Any"}]}]}},
-     ["pathType"]),
+    (
+        {"ingress": {"hosts": [{"host": "x.example.com", "paths": [{"path": "/", "pathType": "Any"}]}]}},
+        ["pathType"],
+    ),
     ({"resources": {"limits": {"memory": "lots"}}}, ["/resources/limits/memory", "pattern"]),
     ({"env": {"lower_case": "x"}}, ["lower_case", "pattern"]),
     ({"monitoring": {"releaseLabel": "has space"}}, ["/monitoring/releaseLabel"]),

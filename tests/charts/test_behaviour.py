@@ -1,0 +1,192 @@
+"""What the library chart renders for a service, scenario by scenario."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from chartlib import CHARTS, Rendered, Renderer, app_chart_names
+
+SELECTOR = {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+
+
+def pod(rendered: Rendered, kind: str = "Deployment") -> dict:
+    return rendered.one(kind)["spec"]["template"]
+
+
+def app(rendered: Rendered) -> dict:
+    return pod(rendered)["spec"]["containers"][0]
+
+
+def env(rendered: Rendered) -> dict:
+    data = dict(rendered.configmap(app(rendered)["envFrom"][0]["configMapRef"]["name"])["data"])
+    data.update({e["name"]: e.get("value", e.get("valueFrom")) for e in app(rendered)["env"]})
+    return data
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_selectors_hold_only_name_and_instance(renderer: Renderer, chart: str) -> None:
+    rendered = renderer.render(
+        chart, yaml.safe_load((CHARTS / chart / "ci/production-values.yaml").read_text())
+    )
+    assert set(rendered.one("Deployment")["spec"]["selector"]["matchLabels"]) == SELECTOR
+    assert set(rendered.one("Service")["spec"]["selector"]) == SELECTOR
+    assert set(rendered.one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]) == SELECTOR
+    service_selector = rendered.one("Service")["spec"]["selector"]
+    job_labels = pod(rendered, "Job")["metadata"]["labels"]
+    assert not service_selector.items() <= job_labels.items(), "the Service would route to the migration pod"
+    assert service_selector.items() <= pod(rendered)["metadata"]["labels"].items()
+
+
+def test_checksum_follows_the_configuration(renderer: Renderer) -> None:
+    base = pod(renderer.render("identity"))["metadata"]["annotations"]["checksum/config"]
+    same = pod(renderer.render("identity", {"podLabels": {"team": "a"}}))["metadata"]["annotations"][
+        "checksum/config"
+    ]
+    changed = pod(renderer.render("identity", {"django": {"logLevel": "DEBUG"}}))["metadata"]["annotations"][
+        "checksum/config"
+    ]
+    assert base == same
+    assert base != changed
+
+
+def test_autoscaling_owns_the_replica_count(renderer: Renderer) -> None:
+    fixed = renderer.render("identity", {"replicaCount": 3})
+    assert fixed.one("Deployment")["spec"]["replicas"] == 3
+    assert not fixed.kind("HorizontalPodAutoscaler")
+    scaled = renderer.render(
+        "identity", {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 7}}
+    )
+    assert "replicas" not in scaled.one("Deployment")["spec"]
+    hpa = scaled.one("HorizontalPodAutoscaler")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 7)
+    assert hpa["scaleTargetRef"]["name"] == scaled.one("Deployment")["metadata"]["name"]
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_migration_hook(renderer: Renderer, chart: str) -> None:
+    rendered = renderer.render(chart)
+    job = rendered.one("Job")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert set(annotations["helm.sh/hook-delete-policy"].split(",")) == {
+        "before-hook-creation",
+        "hook-succeeded",
+    }
+    assert job["spec"]["backoffLimit"] >= 0
+    assert job["spec"]["activeDeadlineSeconds"] > 0
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["django-admin", "migrate_locked"]
+    assert container["image"] == app(rendered)["image"]
+    job_env = {e["name"] for e in container["env"]}
+    assert {"DATABASE_URL", "SECRET_KEY"} <= job_env
+    # the hook runs before the release's ConfigMap exists: it must not need it
+    assert "envFrom" not in container
+    assert not renderer.render(chart, {"migrations": {"enabled": False}}).kind("Job")
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_no_secret_values_and_images_pinned(renderer: Renderer, chart: str) -> None:
+    rendered = renderer.render(chart)
+    assert not rendered.kind("Secret")
+    e = env(rendered)
+    for name in ("DATABASE_URL", "SECRET_KEY"):
+        assert "secretKeyRef" in e[name]
+    version = yaml.safe_load((CHARTS / chart / "Chart.yaml").read_text())["appVersion"]
+    spec = pod(rendered)["spec"]
+    for container in [*spec["initContainers"], *spec["containers"]]:
+        assert container["image"].endswith(f":{version}")
+    digest = "sha256:" + "a" * 64
+    pinned = renderer.render(chart, {"image": {"tag": "1.2.3", "digest": digest}})
+    assert app(pinned)["image"] == f"ghcr.io/django-mesh/{chart}:1.2.3@{digest}"
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_graceful_shutdown_fits_the_grace_period(renderer: Renderer, chart: str) -> None:
+    rendered = renderer.render(chart)
+    spec = pod(rendered)["spec"]
+    sleep = int(app(rendered)["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert int(env(rendered)["GUNICORN_GRACEFUL_TIMEOUT"]) + sleep < spec["terminationGracePeriodSeconds"]
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_memory_volumes_for_tmp_and_metrics(renderer: Renderer, chart: str) -> None:
+    rendered = renderer.render(chart)
+    spec = pod(rendered)["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in app(rendered)["volumeMounts"]}
+    metrics_dir = env(rendered)["PROMETHEUS_MULTIPROC_DIR"]
+    for path in ("/tmp", metrics_dir):  # noqa: S108
+        assert volumes[mounts[path]]["emptyDir"]["medium"] == "Memory"
+    # the principal secret is shared through memory, written by the sidecar, read-only for the app
+    secret_file = env(rendered)["MESHAUTH_PRINCIPAL_SECRET_FILE"]
+    shared = next(m for m in app(rendered)["volumeMounts"] if secret_file.startswith(m["mountPath"] + "/"))
+    assert shared["readOnly"] is True
+    assert volumes[shared["name"]]["emptyDir"]["medium"] == "Memory"
+    sidecar = spec["initContainers"][0]
+    assert any(m["name"] == shared["name"] and not m.get("readOnly") for m in sidecar["volumeMounts"])
+
+
+def test_in_process_mode_has_no_sidecar(renderer: Renderer) -> None:
+    rendered = renderer.render("identity", {"auth": {"mode": "inprocess"}})
+    assert "initContainers" not in pod(rendered)["spec"]
+    assert env(rendered)["MESHAUTH_MODE"] == "inprocess"
+    sidecar = renderer.render("identity")
+    assert env(sidecar)["MESHAUTH_MODE"] == "sidecar"
+
+
+def test_network_policy_allows_what_the_service_needs(renderer: Renderer) -> None:
+    orders = renderer.render("orders")
+    policy = next(p for p in orders.kind("NetworkPolicy") if p["metadata"]["name"] == "orders")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    peers = [peer for rule in policy["egress"] for peer in rule["to"]]
+    called = {p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") for p in peers}
+    assert {"identity", "catalog", "postgresql", None} >= called >= {"identity", "catalog", "postgresql"}
+    ports = {port["port"] for rule in policy["egress"] for port in rule["ports"]}
+    assert ports == {53, 5432, 8000}
+    assert [port["port"] for rule in policy["ingress"] for port in rule["ports"]] == [8000]
+    managed = renderer.render("orders", {"networkPolicy": {"database": {"cidrs": ["10.0.0.0/24"]}}})
+    policy = next(p for p in managed.kind("NetworkPolicy") if p["metadata"]["name"] == "orders")["spec"]
+    assert {"ipBlock": {"cidr": "10.0.0.0/24"}} in [peer for rule in policy["egress"] for peer in rule["to"]]
+    assert not renderer.render("orders", {"networkPolicy": {"enabled": False}}).kind("NetworkPolicy")
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_monitoring_objects(renderer: Renderer, chart: str) -> None:
+    rendered = renderer.render(
+        chart,
+        {
+            "monitoring": {
+                "releaseLabel": "kps",
+                "serviceMonitor": {"enabled": True},
+                "prometheusRule": {"enabled": True},
+                "dashboard": {"enabled": True},
+            }
+        },
+    )
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert rendered.one(kind)["metadata"]["labels"]["release"] == "kps"
+    assert rendered.one("ServiceMonitor")["spec"]["jobLabel"] == "app.kubernetes.io/name"
+    rules = yaml.safe_load((CHARTS / chart / "files/rules.yaml").read_text())
+    assert rendered.one("PrometheusRule")["spec"]["groups"] == rules["groups"]
+    dashboard = next(
+        c
+        for c in rendered.kind("ConfigMap")
+        if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
+    )
+    content = json.loads(dashboard["data"][f"{chart}.json"])
+    assert content == json.loads((CHARTS / chart / "files/dashboard.json").read_text())
+    assert dashboard["metadata"]["annotations"]["grafana_folder"]
+    assert "Dashboard: Grafana folder" in rendered.notes
+    off = renderer.render(chart)
+    assert not off.kind("ServiceMonitor")
+    assert not off.kind("PrometheusRule")
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_notes_tell_how_to_reach_the_service(renderer: Renderer, chart: str) -> None:
+    rendered = renderer.render(chart)
+    assert f"http://{chart}.mesh.svc.cluster.local:8000/" in rendered.notes
+    assert f"port-forward service/{chart} 8000:8000" in rendered.notes
+    assert "Dashboard:" in rendered.notes
