@@ -1,0 +1,1 @@
+"""catalog: products, stock and stock reservations."""

@@ -1,0 +1,1 @@
+"""orders: customers' orders, paid for with stock reserved at catalog."""
