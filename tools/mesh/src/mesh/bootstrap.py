@@ -14,7 +14,16 @@ from psycopg2 import errors, sql
 
 from mesh.registry import Registry, Service
 
-__all__ = ["bootstrap", "bootstrap_statements", "create_database", "drop_database", "service_url"]
+__all__ = [
+    "bootstrap",
+    "bootstrap_statements",
+    "create_database",
+    "drop_database",
+    "password_variable",
+    "psql_script",
+    "roles",
+    "service_url",
+]
 
 
 def local_password(role: str) -> str:
@@ -68,43 +77,70 @@ def drop_database(admin_url: str, database: str) -> None:
         conn.close()
 
 
-def _role_statements(role: str, password: str | None) -> Iterator[sql.Composable]:
+def password_variable(role: str) -> str:
+    """The environment variable the cluster's bootstrap Job reads a role's password from."""
+    return f"ROLE_PASSWORD_{role.upper()}"
+
+
+def roles(registry: Registry | Iterable[Service]) -> list[str]:
+    """Every login role the fleet needs: one per service, plus a reader per service that reads."""
+    services = sorted(registry, key=lambda s: s.name)
+    return [s.role for s in services] + [s.reader_role for s in services if s.reads]
+
+
+# A psql script names the database it runs in with psql's own variable, not a literal.
+PSQL_DATABASE = sql.SQL(':"DBNAME"')
+
+
+def _role_statements(role: str, password: str | None, psql: bool) -> Iterator[sql.Composable]:
     # CREATE ROLE has no IF NOT EXISTS; a DO block keeps the whole script idempotent.
-    literal = sql.Literal(password) if password is not None else sql.SQL("NULL")
     yield sql.SQL(
         "DO $$ BEGIN "
         "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN "
         "CREATE ROLE {role} LOGIN; END IF; END $$"
     ).format(name=sql.Literal(role), role=sql.Identifier(role))
-    if password is not None:
-        yield sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(role), literal)
+    attributes = sql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION").format(
+        sql.Identifier(role)
+    )
+    if psql:
+        # The password comes from the Job's environment (a Secret), never from the script.
+        yield sql.SQL("\\getenv {}_password {}").format(sql.SQL(role), sql.SQL(password_variable(role)))
+        yield sql.SQL("{} PASSWORD :'{}_password'").format(attributes, sql.SQL(role))
+    elif password is not None:
+        yield sql.SQL("{} PASSWORD {}").format(attributes, sql.Literal(password))
+    else:
+        yield attributes
 
 
 def bootstrap_statements(
     registry: Registry | Iterable[Service],
-    database: str,
+    database: str | None,
     passwords: dict[str, str] | None = None,
 ) -> list[sql.Composable]:
     """Every statement, in order, that makes ``database`` ready for the fleet.
 
-    ``passwords`` maps role names to passwords; a role without one keeps its current password
-    (clusters set passwords from Secrets, not from this script).
+    ``passwords`` maps role names to passwords; a role without one keeps its current password.
+    ``database=None`` renders the psql flavour the cluster Job runs: the database is psql's
+    ``:"DBNAME"`` and passwords are read from the environment with ``\\getenv``.
     """
-    services = list(registry)
-    db = sql.Identifier(database)
+    psql = database is None
+    services = sorted(registry, key=lambda s: s.name)
+    db = PSQL_DATABASE if psql else sql.Identifier(str(database))
     statements: list[sql.Composable] = [
-        # Nobody but owners creates objects in public; services use their own schema only.
+        # Nobody but owners creates objects in public; nobody connects without a grant.
         sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"),
         sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db),
     ]
     for service in services:
         for role in (service.role, *([service.reader_role] if service.reads else [])):
-            statements.extend(_role_statements(role, (passwords or {}).get(role)))
+            statements.extend(_role_statements(role, (passwords or {}).get(role), psql))
             statements.append(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, sql.Identifier(role)))
         schema, role = sql.Identifier(service.schema), sql.Identifier(service.role)
         statements += [
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(schema, role),
             sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role),
+            sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema),
+            # Per database: one server may hold several meshes (tests, a second `mesh up`).
             sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(role, db, schema),
         ]
     by_name = {service.name: service for service in services}
@@ -112,9 +148,13 @@ def bootstrap_statements(
         if not service.reads:
             continue
         reader = sql.Identifier(service.reader_role)
-        statements.append(
-            sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = on").format(reader, db)
-        )
+        read_schemas = [sql.Identifier(by_name[name].schema) for name in service.reads]
+        statements += [
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(
+                reader, db, sql.SQL(", ").join(read_schemas)
+            ),
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = on").format(reader, db),
+        ]
         for name in service.reads:
             owner = by_name[name]
             schema = sql.Identifier(owner.schema)
@@ -158,9 +198,13 @@ def local_passwords(registry: Registry | Iterable[Service]) -> dict[str, str]:
     return roles
 
 
-def render_sql(registry: Registry | Iterable[Service], database: str) -> str:
-    """The bootstrap as a SQL script (for the cluster Job), passwords left to the Job's Secret."""
-    return ";\n".join(_as_text(s) for s in bootstrap_statements(registry, database)) + ";\n"
+def psql_script(registry: Registry | Iterable[Service]) -> str:
+    """The bootstrap as a psql script for the cluster Job: same statements, passwords from env."""
+    lines = ["\\set ON_ERROR_STOP on"]
+    for statement in bootstrap_statements(registry, None):
+        text = _as_text(statement)
+        lines.append(text if text.startswith("\\") else text + ";")
+    return "\n".join(lines) + "\n"
 
 
 def _as_text(statement: sql.Composable) -> str:

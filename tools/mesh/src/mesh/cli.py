@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from mesh.bootstrap import bootstrap, local_passwords, render_sql, service_url
+from mesh.bootstrap import bootstrap, local_passwords, psql_script, service_url
 from mesh.fleet import Fleet
 from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, state_dir
 from mesh.registry import find_root, load_registry
@@ -95,7 +95,7 @@ def _print_table(fleet: Fleet) -> None:
 def cmd_db(args: argparse.Namespace) -> int:
     registry = load_registry(find_root())
     if args.db_command == "sql":
-        sys.stdout.write(render_sql(registry, args.database))
+        sys.stdout.write(psql_script(registry))
         return 0
     if args.db_command == "stop":
         embedded_postgres(registry.root).stop()

@@ -6,6 +6,7 @@ database), so what the tests prove is what a developer runs.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mesh.bootstrap import bootstrap, local_passwords, service_url
 from mesh.postgres import free_port
@@ -91,6 +93,12 @@ class Fleet:
             "GUNICORN_WORKERS": str(self.workers),
             "GUNICORN_PROC_NAME": f"mesh-{service.name}",
         }
+        client = self.client_credentials().get(service.name)
+        if client:
+            env["MESHAUTH_CLIENT_ID"] = service.name
+            env["MESHAUTH_CLIENT_SECRET"] = client["secret"]
+        if service.name == "identity":
+            env["MESH_SERVICE_CLIENTS"] = json.dumps(self.client_credentials())
         for owner in service.reads:
             env[f"{owner.upper()}_READ_DATABASE_URL"] = service_url(
                 self.admin_url, self.database, service.reader_role
@@ -98,6 +106,17 @@ class Fleet:
         env.update(self.extra_env)
         env.update(self.service_env.get(service.name, {}))
         return env
+
+    def client_credentials(self) -> dict[str, dict[str, Any]]:
+        """A service client for every service that calls others (identity's seed creates them)."""
+        return {
+            service.name: {
+                "audiences": sorted({*service.calls, "identity"}),
+                "secret": f"{service.name}-local-client-secret",
+            }
+            for service in self.services
+            if service.calls
+        }
 
     # -- lifecycle -----------------------------------------------------------------------------
 
