@@ -1,0 +1,90 @@
+"""``MeshAuthMiddleware``: sets ``request.principal`` (None when anonymous) on every request.
+
+* ``inprocess`` mode: verifies the ``Authorization: Bearer`` token locally (JWKS cached).
+* ``sidecar`` mode: trusts only principal headers signed by the pod's sidecar.
+
+A credential that is present but not acceptable is answered with 401 right here, whatever the view;
+anonymous requests go on and the view decides (``login_required``, ``service_required``, ``MeshAuth``).
+In both modes every inbound identity header is removed from ``request.META`` so no view can read one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from meshauth.context import request_context
+from meshauth.django.conf import MeshAuthSettings, get_settings, get_verifier
+from meshauth.django.responses import Denial, invalid_token
+from meshauth.errors import InvalidPrincipalHeaders, InvalidToken
+from meshauth.headers import bearer_token, strip_identity_meta, verify_principal_headers
+from meshauth.metrics import default_metrics
+from meshauth.principal import Principal
+
+__all__ = ["DENIAL_ATTRIBUTE", "MeshAuthMiddleware"]
+
+#: Where the decorators and the ninja auth class leave their :class:`Denial` for the middleware.
+DENIAL_ATTRIBUTE = "_meshauth_denial"
+
+
+class MeshAuthMiddleware:
+    """Authenticate the caller; place it after meshkit's request-id middleware."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        get_settings()  # a misconfigured service fails at start, not at its first request
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        conf = get_settings()
+        request.principal = None  # type: ignore[attr-defined]
+        request.auth_token = None  # type: ignore[attr-defined]
+        try:
+            if conf.mode == "sidecar":
+                principal, token = self._from_sidecar(request, conf)
+            else:
+                principal, token = self._from_token(request)
+        except InvalidToken as exc:
+            return invalid_token(exc).response()
+        strip_identity_meta(request.META)
+        if principal is None:
+            default_metrics().decision("anonymous", "", conf.mode)
+        request.principal = principal  # type: ignore[attr-defined]
+        request.auth_token = token  # type: ignore[attr-defined]
+        with request_context(request.META.get("HTTP_X_REQUEST_ID"), principal, token):
+            response = self.get_response(request)
+        denial: Denial | None = getattr(request, DENIAL_ATTRIBUTE, None)
+        if denial is not None and response.status_code == denial.status:
+            # django-ninja renders its own auth errors; give them the same body and challenge.
+            return denial.response()
+        return response
+
+    @staticmethod
+    def _from_token(request: HttpRequest) -> tuple[Principal | None, str | None]:
+        try:
+            token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        except InvalidToken as exc:
+            default_metrics().decision("rejected", exc.reason, "inprocess")
+            raise
+        if token is None:
+            return None, None
+        return get_verifier().verify(token), token
+
+    @staticmethod
+    def _from_sidecar(request: HttpRequest, conf: MeshAuthSettings) -> tuple[Principal | None, str | None]:
+        try:
+            principal = verify_principal_headers(
+                request.headers, conf.principal_secret, max_age=conf.principal_max_age
+            )
+        except InvalidPrincipalHeaders as exc:
+            default_metrics().decision("rejected", "bad_signature", "sidecar")
+            raise InvalidToken("bad_signature", "The principal headers are not valid.") from exc
+        if principal is None:
+            return None, None
+        default_metrics().decision("accepted", "", "sidecar")
+        # The sidecar forwards the Authorization header only with a token it verified.
+        try:
+            token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        except InvalidToken:
+            token = None
+        return principal, token

@@ -1,0 +1,55 @@
+"""``meshauth-sidecar``: run the sidecar until SIGTERM, then drain in-flight requests and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from meshauth.sidecar.config import ConfigError, SidecarConfig
+from meshauth.sidecar.logging import configure_logging
+from meshauth.sidecar.proxy import Sidecar, create_server
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger("meshauth.sidecar")
+
+
+async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (SIGTERM/SIGINT set it when not given)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sidecar = Sidecar(config)
+    await sidecar.start()
+    runner = web.ServerRunner(create_server(sidecar), shutdown_timeout=config.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
+    await site.start()
+    log.info("listening on %s:%s, upstream %s", config.listen_host, config.listen_port, config.upstream)
+    await stop.wait()
+    log.info("stopping: no new connections, draining in-flight requests")
+    # cleanup() closes the listening socket first, then waits (up to shutdown_timeout) for the
+    # requests being served; idle keep-alive connections are closed.
+    await runner.cleanup()
+    await sidecar.close()
+    log.info("stopped")
+
+
+def main() -> None:
+    """Console entry point."""
+    configure_logging()
+    try:
+        config = SidecarConfig.from_env()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()
