@@ -341,3 +341,11 @@ def test_the_deploy_inputs_are_all_used() -> None:
     text = REUSABLE.read_text()
     for name in workflow_call(REUSABLE)["inputs"]:
         assert f"inputs.{name}" in text, f"_django-service.yml never uses input {name}"
+
+
+def test_docs_name_every_variable_and_secret_the_workflows_read() -> None:
+    docs = (REPO / "docs" / "delivery.md").read_text()
+    text = "\n".join(path.read_text() for path in every_file())
+    names = set(re.findall(r"\b(?:vars|secrets)\.([A-Z_][A-Z0-9_]*)", text))
+    assert {"KUBECONFIG", "AWS_ROLE_ARN", "SMOKE_TEST_EMAIL"} <= names
+    assert not {name for name in names if f"`{name}`" not in docs}
