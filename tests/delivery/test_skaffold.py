@@ -132,6 +132,21 @@ def test_dependencies_apply_exactly_what_k8s_kustomization_lists() -> None:
     assert "kubectl" in config["deploy"]
 
 
+def test_dependencies_wait_for_the_bootstrap_job_before_the_services() -> None:
+    jobs = [
+        doc
+        for path in skaffold_config("dependencies")["manifests"]["rawYaml"]
+        for doc in yaml.safe_load_all((REPO / path).read_text())
+        if doc and doc["kind"] == "Job"
+    ]
+    assert jobs, "the dependencies apply no Job"
+    (hook,) = skaffold_config("dependencies")["deploy"]["kubectl"]["hooks"]["after"]
+    command = hook["host"]["command"][-1]
+    for job in jobs:
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        assert f"--namespace {namespace} wait --for=condition=complete job/{name} " in command
+
+
 def test_monitoring_profile_installs_kube_prometheus_stack_with_our_values() -> None:
     config = skaffold_config("dependencies")
     (profile,) = [p for p in config["profiles"] if p["name"] == "monitoring"]
