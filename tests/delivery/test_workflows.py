@@ -263,7 +263,8 @@ def test_tests_run_against_postgres_16_as_superuser() -> None:
     assert job["env"]["TEST_DATABASE_URL"] == f"postgres://{user}:{password}@127.0.0.1:5432/postgres"
     assert "pg_isready" in postgres["options"]
     scripts = "\n".join(step.get("run", "") for step in job["steps"])
-    assert 'uv sync --locked --package "$package"' in scripts
+    assert 'uv sync --locked --package "$2"' in scripts
+    assert 'suite "$PACKAGE_DIR" "$PACKAGE"' in scripts
     assert "ruff check" in scripts
     assert "ruff format --check" in scripts
     assert "mypy" in scripts
