@@ -125,9 +125,12 @@ class Fleet:
 
     def manage(self, service: Service, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a management command of ``service`` with its environment."""
+        # A one-off command keeps its metrics in memory: the gunicorn metrics directory may not exist
+        # yet (gunicorn creates it), and a dead command's files would be summed into /metrics.
+        env = {k: v for k, v in self.env(service).items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         return subprocess.run(  # noqa: S603
             [sys.executable, "-m", "django", *args],
-            env=self.env(service),
+            env=env,
             cwd=self.registry.service_dir(service.name),
             capture_output=True,
             text=True,
