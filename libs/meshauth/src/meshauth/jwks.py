@@ -155,6 +155,10 @@ class JWKSCache:
         if age is None or age > self.max_staleness:
             raise InvalidToken("jwks_unavailable")
 
+    def is_fresh(self) -> bool:
+        """True while the keys are younger than the TTL."""
+        return self._is_fresh(self._clock())
+
     def _is_fresh(self, now: float) -> bool:
         fetched = self._fetched_at
         return fetched is not None and now - fetched < self.ttl

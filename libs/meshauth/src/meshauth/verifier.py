@@ -93,6 +93,8 @@ class Verifier:
                 algorithms=self.algorithms,
                 metrics=self.metrics,
             )
+        if jwks.metrics is None:
+            jwks.metrics = self.metrics
         self.jwks = jwks
         self._accepted: OrderedDict[str, tuple[Principal, float, float, int]] = OrderedDict()
         self._accepted_lock = threading.Lock()
@@ -196,9 +198,8 @@ class Verifier:
             with self._accepted_lock:
                 self._accepted.pop(token, None)
             return None
-        # The keys that verified it must still be usable (identity may be gone for too long).
-        self.jwks.check_usable()
-        return principal
+        # Past the JWKS TTL the full path runs: it refreshes the keys (or finds them too stale).
+        return principal if self.jwks.is_fresh() else None
 
     def _remember(self, token: str, principal: Principal, claims: dict[str, Any]) -> None:
         exp = float(claims["exp"])

@@ -1,0 +1,170 @@
+"""ServiceClient against a stand-in identity and a real target server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from prometheus_client import REGISTRY
+
+from meshauth.client import ServiceClient, ServiceTokenError
+from meshauth.context import request_context
+from meshauth_testkit import FakeIdentity, free_port
+
+
+class Target:
+    """A service that fails with ``fail_status`` for the first ``failures`` requests."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.fail_status = 503
+        self.requests: list[dict[str, Any]] = []
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                target.requests.append({"method": self.command, "headers": dict(self.headers.items())})
+                status = target.fail_status if len(target.requests) <= target.failures else 200
+                body = json.dumps({"n": len(target.requests)}).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer  # noqa: N815
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    server = Target()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(identity: FakeIdentity) -> Iterator[ServiceClient]:
+    with ServiceClient(
+        identity_url=identity.url, client_id="orders", client_secret="orders-secret", backoff=0.01
+    ) as service_client:
+        yield service_client
+
+
+def test_tokens_are_fetched_once_per_audience(
+    client: ServiceClient, identity: FakeIdentity, target: Target
+) -> None:
+    for _ in range(3):
+        assert client.get(f"{target.url}/stock", audience="catalog").status_code == 200
+    client.get(f"{target.url}/x", audience="payments")
+    assert identity.token_hits == 2
+    sent = target.requests[0]["headers"]["Authorization"].removeprefix("Bearer ")
+    public = identity.private[identity.kid].public_key()
+    claims = jwt.decode(sent, public, algorithms=["RS256"], audience="catalog")
+    assert (claims["token_use"], claims["client_id"]) == ("service", "orders")
+
+
+def test_a_token_close_to_expiry_is_renewed(
+    client: ServiceClient, identity: FakeIdentity, target: Target
+) -> None:
+    identity.service_ttl = 20  # the refresh margin (min(30, ttl / 2) = 10 s) leaves 10 s of validity
+    client.token_refresh_margin = 30
+    client.get(target.url, audience="catalog")
+    client.get(target.url, audience="catalog")
+    assert identity.token_hits == 1
+    identity.service_ttl = 1  # a token valid for 1 s is renewed after 0.5 s
+    client.forget_token("catalog")
+    client.get(target.url, audience="catalog")
+    time.sleep(0.6)
+    client.get(target.url, audience="catalog")
+    assert identity.token_hits == 3
+
+
+def test_bad_credentials_raise(identity: FakeIdentity, target: Target) -> None:
+    bad = ServiceClient(identity_url=identity.url, client_id="orders", client_secret="wrong")
+    with bad, pytest.raises(ServiceTokenError):
+        bad.get(target.url, audience="catalog")
+    assert target.requests == []
+
+
+def test_idempotent_requests_are_retried_on_503(client: ServiceClient, target: Target) -> None:
+    target.failures = 2
+    response = client.get(f"{target.url}/stock", audience="catalog")
+    assert response.status_code == 200
+    assert len(target.requests) == 3
+    outcome = REGISTRY.get_sample_value(
+        "meshauth_client_request_duration_seconds_count", {"target": "catalog", "outcome": "2xx"}
+    )
+    assert outcome is not None
+    assert outcome >= 1
+
+
+def test_posts_are_retried_only_when_declared_idempotent(client: ServiceClient, target: Target) -> None:
+    target.failures = 1
+    assert client.post(f"{target.url}/reservations", audience="catalog", json={}).status_code == 503
+    assert len(target.requests) == 1
+    target.failures = 2
+    response = client.post(f"{target.url}/reservations", audience="catalog", json={}, idempotent=True)
+    assert response.status_code == 200
+    assert len(target.requests) == 3
+
+
+def test_retries_give_up_after_the_limit(client: ServiceClient, target: Target) -> None:
+    target.failures = 100
+    target.fail_status = 502
+    assert client.get(target.url, audience="catalog").status_code == 502
+    assert len(target.requests) == client.retries + 1
+
+
+def test_connection_errors_are_retried_then_raised(client: ServiceClient, identity: FakeIdentity) -> None:
+    with pytest.raises(httpx.ConnectError):
+        client.get(f"http://127.0.0.1:{free_port()}/stock", audience="catalog")
+    errors = REGISTRY.get_sample_value(
+        "meshauth_client_request_duration_seconds_count", {"target": "catalog", "outcome": "connection_error"}
+    )
+    assert errors is not None
+    assert errors >= 1
+
+
+def test_request_id_is_propagated(client: ServiceClient, target: Target) -> None:
+    client.get(target.url, audience="catalog", request_id="explicit-1")
+    with request_context("from-request-7", None, None):
+        client.get(target.url, audience="catalog")
+    client.get(target.url, audience="catalog", request_id="bad id\nwith newline")
+    ids = [r["headers"]["X-Request-ID"] for r in target.requests]
+    assert ids[:2] == ["explicit-1", "from-request-7"]
+    assert len(ids[2]) == 32
+    assert "\n" not in ids[2]
+
+
+def test_the_end_users_token_is_forwarded_when_asked(
+    client: ServiceClient, identity: FakeIdentity, target: Target
+) -> None:
+    user_token = identity.token(sub="99")
+    with request_context("r", None, user_token):
+        client.get(target.url, audience="catalog", as_user=True)
+    assert target.requests[0]["headers"]["Authorization"] == f"Bearer {user_token}"
+    assert identity.token_hits == 0
+    with pytest.raises(ValueError, match="as_user"):
+        client.get(target.url, audience="catalog", as_user=True)

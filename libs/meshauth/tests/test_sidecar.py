@@ -1,0 +1,285 @@
+"""The sidecar as a real process between a real client and a real upstream, all on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import SidecarProcess
+from meshauth.headers import is_identity_header, verify_principal_headers
+from meshauth.keys import generate_private_key, sign
+from meshauth_testkit import PRINCIPAL_SECRET, FakeIdentity, Upstream, bad_tokens, free_port
+
+SPOOFED = [
+    ("X-Mesh-Principal", "eyJzdWIiOiIxIn0"),
+    ("x-mesh-principal-timestamp", "1"),
+    ("X-MESH-PRINCIPAL-SIGNATURE", "v1=00"),
+    ("X_Mesh_Principal", "eyJzdWIiOiIxIn0"),
+    ("x_mesh_principal_signature", "v1=00"),
+    ("X-Mesh-Anything", "admin"),
+    ("X-Forwarded-User", "admin"),
+    ("x_forwarded_user", "admin"),
+    ("X-Remote-User", "admin"),
+    ("Remote-User", "admin"),
+    ("REMOTE_USER", "admin"),
+    ("X-Auth-Request-User", "admin"),
+    ("X-Forwarded-Email", "admin@example.test"),
+]
+
+
+def received_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in response.json()["headers"]]
+
+
+def header(response: httpx.Response, name: str) -> str | None:
+    for key, value in received_headers(response):
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def test_a_valid_token_reaches_the_app_as_signed_principal_headers(
+    sidecar: SidecarProcess, identity: FakeIdentity
+) -> None:
+    token = identity.token(sub="77", scope="profile orders:write")
+    response = httpx.get(
+        f"{sidecar.url}/api/v1/orders?page=2",
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-123"},
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "req-123"
+    echoed = response.json()
+    assert echoed["path"] == "/api/v1/orders?page=2"
+    headers = dict(received_headers(response))
+    principal = verify_principal_headers(headers, PRINCIPAL_SECRET)
+    assert principal is not None
+    assert (principal.kind, principal.subject) == ("user", "77")
+    assert principal.scopes == {"profile", "orders:write"}
+    assert header(response, "Authorization") == f"Bearer {token}"
+    assert header(response, "X-Request-ID") == "req-123"
+    assert header(response, "X-Forwarded-For") == "127.0.0.1"
+    assert header(response, "X-Forwarded-Proto") == "http"
+    with pytest.raises(Exception, match="signature"):
+        verify_principal_headers(headers, "another-pod-secret-value")
+
+
+def test_anonymous_requests_are_forwarded_without_principal(
+    sidecar: SidecarProcess, upstream: Upstream
+) -> None:
+    response = httpx.get(f"{sidecar.url}/api/v1/products")
+    assert response.status_code == 200
+    assert not [name for name, _ in received_headers(response) if is_identity_header(name)]
+    assert header(response, "Authorization") is None
+    assert len(header(response, "X-Request-ID") or "") == 32  # generated
+
+
+def test_bad_tokens_get_401_and_never_reach_the_app(
+    sidecar: SidecarProcess, identity: FakeIdentity, upstream: Upstream
+) -> None:
+    # One sidecar for every case (a process per case would be slow); each case is reported by name.
+    answers = {}
+    for name, (token, _reason) in bad_tokens(identity).items():
+        response = httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": f"Bearer {token}"})
+        answers[name] = (
+            response.status_code,
+            response.json()["reason"],
+            response.headers.get("WWW-Authenticate"),
+        )
+    expected = {
+        name: (401, reason, 'Bearer error="invalid_token"')
+        for name, (_, reason) in bad_tokens(identity).items()
+    }
+    assert answers == expected
+    assert len(answers) >= 20
+    assert upstream.hits == 0
+
+
+def test_two_authorization_headers_are_refused(
+    sidecar: SidecarProcess, identity: FakeIdentity, upstream: Upstream
+) -> None:
+    token = identity.token()
+    response = httpx.get(
+        f"{sidecar.url}/api/v1/orders",
+        headers=[("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")],
+    )
+    assert response.status_code == 401
+    assert response.json()["reason"] == "malformed"
+    assert upstream.hits == 0
+
+
+@pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Bearer", "Digest abc", "Token abc"])
+def test_other_authorization_schemes_are_refused(
+    sidecar: SidecarProcess, upstream: Upstream, value: str
+) -> None:
+    response = httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": value})
+    assert response.status_code == 401
+    assert upstream.hits == 0
+
+
+@pytest.mark.parametrize("authenticated", [False, True])
+def test_spoofed_identity_headers_never_reach_the_app(
+    sidecar: SidecarProcess, identity: FakeIdentity, authenticated: bool
+) -> None:
+    headers = list(SPOOFED)
+    if authenticated:
+        headers.append(("Authorization", f"Bearer {identity.token(sub='5')}"))
+    response = httpx.get(f"{sidecar.url}/api/v1/orders", headers=headers)
+    assert response.status_code == 200
+    received = received_headers(response)
+    spoofed_values = {value for _, value in SPOOFED}
+    assert not [(k, v) for k, v in received if v in spoofed_values]
+    identity_headers = [k for k, _ in received if is_identity_header(k)]
+    if authenticated:
+        assert sorted(identity_headers) == sorted(
+            ["X-Mesh-Principal", "X-Mesh-Principal-Timestamp", "X-Mesh-Principal-Signature"]
+        )
+        principal = verify_principal_headers(dict(received), PRINCIPAL_SECRET)
+        assert principal is not None
+        assert principal.subject == "5"
+    else:
+        assert identity_headers == []
+
+
+def test_public_paths_skip_authentication(sidecar: SidecarProcess, upstream: Upstream) -> None:
+    response = httpx.get(f"{sidecar.url}/livez", headers={"Authorization": "Bearer garbage"})
+    assert response.status_code == 200
+    assert header(response, "Authorization") is None
+    # Prefixes match whole path segments only.
+    response = httpx.get(f"{sidecar.url}/livezzz", headers={"Authorization": "Bearer garbage"})
+    assert response.status_code == 401
+
+
+def test_a_request_body_streams_through(sidecar: SidecarProcess, identity: FakeIdentity) -> None:
+    body = uuid.uuid4().bytes * 40_000  # 640 kB
+    response = httpx.post(
+        f"{sidecar.url}/api/v1/orders", content=body, headers={"Authorization": f"Bearer {identity.token()}"}
+    )
+    assert response.status_code == 200
+    assert response.json()["body_length"] == len(body)
+    assert response.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_large_response_streams_back(sidecar: SidecarProcess) -> None:
+    with httpx.stream("GET", f"{sidecar.url}/big") as response:
+        assert response.status_code == 200
+        data = b"".join(response.iter_bytes())
+    assert data == b"x" * 65_536 * 16
+
+
+def test_body_and_header_caps(start_sidecar: Any, upstream: Upstream) -> None:
+    sidecar = start_sidecar(MESHAUTH_SIDECAR_MAX_BODY_BYTES="1000", MESHAUTH_SIDECAR_MAX_HEADER_BYTES="4096")
+    response = httpx.post(f"{sidecar.url}/api/v1/orders", content=b"x" * 1001)
+    assert response.status_code == 413
+    assert response.json()["reason"] == "body_too_large"
+
+    def chunks() -> Any:
+        for _ in range(10):
+            yield b"y" * 500
+
+    response = httpx.post(f"{sidecar.url}/api/v1/orders", content=chunks())
+    assert response.status_code == 413
+    response = httpx.get(f"{sidecar.url}/api/v1/orders", headers={"X-Padding": "p" * 5000})
+    assert response.status_code == 431
+    assert upstream.hits == 0
+    assert httpx.post(f"{sidecar.url}/api/v1/orders", content=b"x" * 1000).status_code == 200
+
+
+def test_upstream_down_is_a_502_json(start_sidecar: Any) -> None:
+    sidecar = start_sidecar(MESHAUTH_SIDECAR_UPSTREAM=f"http://127.0.0.1:{free_port()}")
+    response = httpx.get(f"{sidecar.url}/api/v1/orders")
+    assert response.status_code == 502
+    assert response.json()["reason"] == "upstream_unavailable"
+
+
+def test_sidecar_metrics_are_its_own(sidecar: SidecarProcess, identity: FakeIdentity) -> None:
+    httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": f"Bearer {identity.token()}"})
+    httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": "Bearer x.y.z"})
+    text = httpx.get(f"{sidecar.url}/metrics/sidecar").text
+    assert 'meshauth_sidecar_auth_decisions_total{reason="",result="accepted"} 1.0' in text
+    assert 'meshauth_sidecar_auth_decisions_total{reason="malformed",result="rejected"} 1.0' in text
+    assert (
+        "meshauth_sidecar_request_duration_seconds_count"
+        '{http_request_method="GET",http_response_status_code="200"} 1.0' in text
+    )
+    assert "meshauth_sidecar_jwks_age_seconds" in text
+    assert 'meshauth_sidecar_jwks_refresh_total{outcome="success"} 1.0' in text
+    # Nothing of the app's (or of the default registry) leaks into the sidecar's exposition.
+    names = {
+        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")
+    }
+    assert names
+    assert all(name.startswith("meshauth_sidecar_") for name in names)
+    assert "/metrics" not in sidecar.log.read_text()
+
+
+def test_jwks_down_keeps_last_good_keys_and_rotation_needs_no_restart(
+    start_sidecar: Any, identity: FakeIdentity
+) -> None:
+    sidecar = start_sidecar(MESHAUTH_JWKS_TTL="1", MESHAUTH_JWKS_MIN_REFRESH_INTERVAL="1")
+    url = f"{sidecar.url}/api/v1/orders"
+    assert httpx.get(url, headers={"Authorization": f"Bearer {identity.token()}"}).status_code == 200
+    identity.fail_jwks = True
+    time.sleep(2.2)  # past the TTL: refreshes fail
+    assert httpx.get(url, headers={"Authorization": f"Bearer {identity.token(sub='8')}"}).status_code == 200
+    identity.fail_jwks = False
+    new_kid = identity.add_key("EdDSA")
+    time.sleep(1.2)
+    response = httpx.get(url, headers={"Authorization": f"Bearer {identity.token(kid=new_kid, sub='9')}"})
+    assert response.status_code == 200
+    assert verify_principal_headers(dict(received_headers(response)), PRINCIPAL_SECRET).subject == "9"  # type: ignore[union-attr]
+
+
+def test_jwks_unavailable_past_max_staleness_is_503_not_500(
+    start_sidecar: Any, identity: FakeIdentity
+) -> None:
+    sidecar = start_sidecar(
+        MESHAUTH_JWKS_TTL="1", MESHAUTH_JWKS_MIN_REFRESH_INTERVAL="1", MESHAUTH_JWKS_MAX_STALENESS="1"
+    )
+    identity.fail_jwks = True
+    time.sleep(2.2)
+    response = httpx.get(
+        f"{sidecar.url}/api/v1/orders", headers={"Authorization": f"Bearer {identity.token()}"}
+    )
+    assert response.status_code == 503
+    assert response.json()["reason"] == "jwks_unavailable"
+
+
+def test_a_flood_of_random_kids_costs_at_most_one_jwks_fetch(
+    sidecar: SidecarProcess, identity: FakeIdentity
+) -> None:
+    attacker = generate_private_key("EdDSA")
+    hits_before = identity.jwks_hits
+    with httpx.Client() as client:
+        for _ in range(100):
+            token = sign(identity.claims(), attacker, uuid.uuid4().hex)
+            response = client.get(
+                f"{sidecar.url}/api/v1/orders", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status_code == 401
+            assert response.json()["reason"] == "unknown_kid"
+    assert identity.jwks_hits - hits_before <= 1
+
+
+def test_sigterm_drains_in_flight_requests(sidecar: SidecarProcess) -> None:
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        result["response"] = httpx.get(f"{sidecar.url}/slow", timeout=10)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+    sidecar.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{sidecar.url}/api/v1/orders", timeout=2)
+    thread.join(10)
+    assert result["response"].status_code == 200
+    assert sidecar.process.wait(10) == 0
