@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from django.db import connections
+from django.db import DataError, IntegrityError, connections
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -93,9 +93,12 @@ DB_TIME_PER_REQUEST = Histogram(
 )
 DB_ERRORS = Counter(
     "meshkit_db_errors_total",
-    "Database queries that raised.",
+    "Database errors: failed connections and failing statements (constraint violations excluded).",
     ("db_alias",),
 )
+# Errors of one statement's data, not of the database: the application handles them (losing a unique
+# race to a concurrent insert is normal) and the connection stays usable, as Django itself reasons.
+STATEMENT_ERRORS = (DataError, IntegrityError)
 
 
 def _method(request: HttpRequest) -> str:
@@ -122,8 +125,9 @@ class _QueryTimer:
         start = time.perf_counter()
         try:
             return execute(sql, params, many, context)
-        except Exception:
-            DB_ERRORS.labels(self.alias).inc()
+        except Exception as exc:
+            if not isinstance(exc, STATEMENT_ERRORS):
+                DB_ERRORS.labels(self.alias).inc()
             raise
         finally:
             elapsed = time.perf_counter() - start
@@ -137,6 +141,9 @@ class RequestMetricsMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        for alias in connections:
+            # At 0 from the first scrape: rate() and the database alert see "no errors", not "no data".
+            DB_ERRORS.labels(alias)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info in UNMEASURED_PATHS:
@@ -144,11 +151,13 @@ class RequestMetricsMiddleware:
         method = _method(request)
         timers = [_QueryTimer(alias) for alias in connections]
         start = time.perf_counter()
+        unconnected = _unconnected_aliases()
         ACTIVE_REQUESTS.labels(method).inc()
         try:
             response = self._serve(request, timers)
         finally:
             ACTIVE_REQUESTS.labels(method).dec()
+            _count_failed_connects(unconnected)
         route = _route(request)
         REQUEST_DURATION.labels(method, route, str(response.status_code)).observe(time.perf_counter() - start)
         REQUEST_BODY_SIZE.labels(method, route).observe(len(request.body) if _body_read(request) else 0)
@@ -163,6 +172,30 @@ class RequestMetricsMiddleware:
             for timer in timers:
                 stack.enter_context(connections[timer.alias].execute_wrapper(timer))
             return self.get_response(request)
+
+
+def _unconnected_aliases() -> list[str]:
+    """Aliases without an open connection, with Django's error flag cleared.
+
+    The flag only means something while a connection exists (``connect()`` clears it), so clearing
+    it here changes nothing for Django and lets :func:`_count_failed_connects` read it afresh.
+    """
+    found = []
+    for alias in connections:
+        wrapper = connections[alias]
+        if wrapper.connection is None:
+            wrapper.errors_occurred = False
+            found.append(alias)
+    return found
+
+
+def _count_failed_connects(aliases: list[str]) -> None:
+    # Opening a connection fails before any execute wrapper runs, so _QueryTimer never sees it; Django
+    # flags the wrapper and leaves it without a connection. Counted here, database outages page.
+    for alias in aliases:
+        wrapper = connections[alias]
+        if wrapper.connection is None and wrapper.errors_occurred:
+            DB_ERRORS.labels(alias).inc()
 
 
 def _body_read(request: HttpRequest) -> bool:
