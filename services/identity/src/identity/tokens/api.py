@@ -8,12 +8,19 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from ninja import Router, Schema, Status
+from prometheus_client import Counter
 from pydantic import Field
 
 from identity.tokens import issuing, keys, ratelimit
 from identity.tokens.models import ServiceClient
 
 router = Router(tags=["tokens"])
+
+LOGINS = Counter("identity_logins", "Password logins by outcome.", ("outcome",))
+LOGIN_OUTCOMES = ("success", "failure", "throttled")
+for _outcome in LOGIN_OUTCOMES:
+    # At 0 from the first scrape, so the dashboards and rate() see "none yet", not "no data".
+    LOGINS.labels(_outcome)
 
 # Hashed once at import: a login for an unknown client_id costs what a known one does.
 _DUMMY_SECRET_HASH = make_password("not-a-real-client-secret")
@@ -81,13 +88,16 @@ def token(request: HttpRequest, payload: TokenIn) -> Status[object] | HttpRespon
     address = client_address(request)
     wait = ratelimit.retry_after(payload.email, address)
     if wait is not None:
+        LOGINS.labels("throttled").inc()
         return _too_many(wait)
     # authenticate() hashes the password even for an unknown email, so both answers take as long.
     user = authenticate(request, email=payload.email.strip().lower(), password=payload.password)
     if user is None:
         ratelimit.record_failure(payload.email, address)
+        LOGINS.labels("failure").inc()
         return Status(401, {"detail": "Invalid email or password."})
     ratelimit.clear_account(payload.email)
+    LOGINS.labels("success").inc()
     issued = issuing.issue(user)  # type: ignore[arg-type]
     return Status(200, TokensOut(**issued.__dict__))
 
