@@ -173,7 +173,13 @@ def _reservation_out(reservation: Reservation) -> dict[str, Any]:
     }
 
 
-RESERVATION_ERRORS: dict[int, Any] = {**ERRORS, 404: Detail, 409: SkuProblem, 422: Detail}
+RESERVATION_ERRORS: dict[int, Any] = {
+    **ERRORS,
+    400: Invalid | SkuProblem,
+    404: Detail,
+    409: SkuProblem,
+    422: Detail,
+}
 
 
 @router.post(

@@ -13,7 +13,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from catalog.products.models import CURRENCY_PATTERN, PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS, SKU_PATTERN
 
@@ -113,6 +121,8 @@ class ProductIn(Schema):
 
 
 class ProductPatch(Schema):
+    """Only the fields sent change; ``category: null`` removes the category."""
+
     name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
     description: Annotated[Text, Field(max_length=5000)] | None = None
     category: Annotated[str, Field(max_length=64)] | None = None
@@ -120,6 +130,15 @@ class ProductPatch(Schema):
     currency: Currency | None = None
     stock: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] | None = None
     active: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_only(cls, data: Any) -> Any:
+        # Every field is optional, so a JSON array or string would otherwise pass as "no change".
+        # ninja hands validators its DjangoGetter wrapper; the parsed body is inside.
+        if not isinstance(getattr(data, "_obj", data), dict):
+            raise ValueError("the body must be a JSON object")
+        return data
 
 
 class ProductPage(Schema):

@@ -22,7 +22,13 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from prometheus_client import Counter
 
-from orders.shop.catalog_client import CatalogClient, CatalogError, CatalogRejected, CatalogUnavailable
+from orders.shop.catalog_client import (
+    CatalogClient,
+    CatalogError,
+    CatalogNotReached,
+    CatalogRejected,
+    CatalogUnavailable,
+)
 from orders.shop.models import Order, OrderLine
 
 logger = logging.getLogger(__name__)
@@ -130,6 +136,12 @@ def _place(order: Order, items: Sequence[Item], client: CatalogClient) -> Order:
         # A definite answer: catalog reserved nothing, so dropping the claim loses nothing.
         _drop_claim(order)
         raise _rejection(exc) from None
+    except CatalogNotReached as exc:
+        _drop_claim(order)
+        ORDER_FAILURES.labels("catalog_unavailable").inc()
+        raise OrderFailed(
+            503, f"catalog is unavailable ({exc}); no order was placed.", retry_after=5
+        ) from None
     except CatalogUnavailable as exc:
         # Catalog may have reserved before the connection broke: give it back to be sure.
         _compensate(order, client)
