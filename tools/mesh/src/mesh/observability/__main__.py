@@ -19,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     render = sub.add_parser("render", help="PNG previews of the dashboards from a real Prometheus run")
     render.add_argument("--out", type=Path, default=None, help="directory (default: docs/dashboards)")
     render.add_argument("--seconds", type=float, default=60.0, help="how long to drive traffic")
+    render.add_argument("--only", nargs="*", default=[], metavar="NAME", help="only these services")
     args = parser.parse_args(argv)
     root = find_root()
     if args.command == "generate":
@@ -32,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if stale else 0
     from mesh.observability.render import render_previews
 
-    for path in render_previews(root, args.out or root / "docs" / "dashboards", seconds=args.seconds):
+    for path in render_previews(
+        root, args.out or root / "docs" / "dashboards", seconds=args.seconds, only=tuple(args.only)
+    ):
         print(f"wrote {path.relative_to(root) if path.is_relative_to(root) else path}")
     return 0
 
