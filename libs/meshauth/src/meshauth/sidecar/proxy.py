@@ -324,28 +324,43 @@ class Sidecar:
         headers.setdefault("X-Request-ID", request_id)
         length = upstream.content_length
         bodiless = request.method == "HEAD" or upstream.status in (204, 304)
-        if not bodiless and length is not None and length <= _BUFFER_LIMIT:
-            # Small bodies (most API answers): one read, one write.
+        head = b""
+        if not bodiless and (length is None or length <= _BUFFER_LIMIT):
+            # Most API answers are small, often chunked (no Content-Length): buffer up to the
+            # limit and answer in one write; only larger bodies are streamed.
             try:
-                body = await upstream.read()
+                head = await _read_up_to(upstream, _BUFFER_LIMIT + 1)
             except (TimeoutError, aiohttp.ClientError):
                 return self._upstream_error("read", 502, request_id)
-            headers.popall("Content-Length", None)
-            return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+            if len(head) <= _BUFFER_LIMIT and upstream.content.at_eof():
+                headers.popall("Content-Length", None)
+                status, reason = upstream.status, upstream.reason
+                return web.Response(status=status, reason=reason, headers=headers, body=head)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-        await response.prepare(request)
-        if not bodiless:
-            try:
+        try:
+            await response.prepare(request)
+            if head:
+                await response.write(head)
+            if not bodiless:
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
-            except (TimeoutError, aiohttp.ClientError):
-                # Headers are gone already: the only honest signal left is a cut connection.
-                self.metrics.upstream_errors.labels("read").inc()
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-        await response.write_eof()
+            await response.write_eof()
+        except (TimeoutError, aiohttp.ClientError, ConnectionResetError):
+            # Headers are gone already (or the client left): the only signal left is a cut connection.
+            self.metrics.upstream_errors.labels("stream").inc()
+            if request.transport is not None:
+                request.transport.close()
         return response
+
+
+async def _read_up_to(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
+    buffer = bytearray()
+    while len(buffer) < limit:
+        chunk = await upstream.content.read(limit - len(buffer))
+        if not chunk:
+            break
+        buffer += chunk
+    return bytes(buffer)
 
 
 def create_server(sidecar: Sidecar) -> web.Server:
