@@ -15,14 +15,14 @@ from mesh.bootstrap import service_url
 from mesh.testing import django_db_setup  # noqa: F401 - migrate the session's real database
 
 
-def test_database() -> str:
+def session_database() -> str:
     return urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")
 
 
 @pytest.fixture(scope="session")
 def catalog_url(admin_url: str) -> str:
     """catalog's own role on the session database (it owns the catalog schema)."""
-    return service_url(admin_url, test_database(), "catalog")
+    return service_url(admin_url, session_database(), "catalog")
 
 
 @pytest.fixture(scope="session", autouse=True)

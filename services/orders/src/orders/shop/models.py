@@ -18,13 +18,16 @@ class Order(models.Model):
     ``reserving``: the claim exists, catalog is being asked for stock (no lines yet).
     ``reserved``: catalog holds the stock and the lines are stored; the commit is pending.
     ``confirmed``: catalog committed the reservation; this is what customers see.
-    A failed attempt deletes its claim, so a retry with the same key starts again.
+    ``abandoned``: the attempt failed and could not give its reservation back (catalog was
+    unreachable); the next request with the key, or ``release_abandoned_orders``, releases it first.
+    A failed attempt that did release deletes its claim, so a retry with the same key starts again.
     """
 
     class Status(models.TextChoices):
         RESERVING = "reserving"
         RESERVED = "reserved"
         CONFIRMED = "confirmed"
+        ABANDONED = "abandoned"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # The principal's subject: users live in identity's schema, so no foreign key across schemas.

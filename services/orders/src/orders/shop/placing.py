@@ -81,7 +81,7 @@ def request_hash(items: Sequence[Item]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _stale_after() -> datetime.timedelta:
+def stale_after() -> datetime.timedelta:
     # Longer than any live attempt can take: reserve, commit and release, each with retries.
     return datetime.timedelta(seconds=max(30.0, 8 * settings.ORDERS_CATALOG_TIMEOUT))
 
@@ -112,9 +112,10 @@ def _resume(existing: Order, fingerprint: str, client: CatalogClient) -> Placed 
         raise OrderFailed(422, "This Idempotency-Key was used with a different request body.")
     if existing.status == Order.Status.CONFIRMED:
         return Placed(existing, replayed=True)
-    if timezone.now() - existing.updated_at >= _stale_after():
-        # The attempt died (or its compensation failed) long ago; the client was told that no
-        # order was placed. Give its reservation back, then start afresh under the same key.
+    stale = timezone.now() - existing.updated_at >= stale_after()
+    if existing.status == Order.Status.ABANDONED or stale:
+        # The earlier attempt failed (the client was told no order was placed) or died mid-way.
+        # Give its reservation back, then start afresh under the same key.
         outcome = _compensate(existing, client)
         if outcome == "committed":
             return Placed(_confirm(existing), replayed=True)
@@ -258,18 +259,36 @@ def _compensate(order: Order, client: CatalogClient) -> str:
     except CatalogRejected as exc:
         if exc.status == 409 and "committed" in str(exc.body):
             return "committed"
-        COMPENSATIONS.labels("failed").inc()
         logger.error(
             "release of reservation %s refused: HTTP %s %s", order.reservation_id, exc.status, exc.body
         )
-        return "failed"
+        return _abandon(order)
     except CatalogError as exc:
-        COMPENSATIONS.labels("failed").inc()
         logger.error("release of reservation %s failed (%s); left for a retry", order.reservation_id, exc)
-        return "failed"
+        return _abandon(order)
     COMPENSATIONS.labels("released").inc()
     _drop_claim(order)
     return "released"
+
+
+def release_abandoned(order: Order, client: CatalogClient) -> str:
+    """Settle an attempt that ended without an answer: ``released``, ``committed`` or ``failed``."""
+    outcome = _compensate(order, client)
+    if outcome == "committed":
+        # The order was sold at catalog after all: it stands.
+        _confirm(order)
+    return outcome
+
+
+def _abandon(order: Order) -> str:
+    """Mark the claim so the next attempt releases its reservation first, instead of waiting."""
+    COMPENSATIONS.labels("failed").inc()
+    try:
+        Order.objects.filter(pk=order.pk).update(status=Order.Status.ABANDONED, updated_at=timezone.now())
+    except DatabaseError:
+        # Our own database is failing too; the claim stays as it was and becomes stale in time.
+        logger.exception("could not mark order %s abandoned", order.id)
+    return "failed"
 
 
 def _drop_claim(order: Order) -> None:
