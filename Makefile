@@ -40,3 +40,8 @@ db-stop: sync ## stop the embedded PostgreSQL if it is still running
 
 clean: ## remove local state (.mesh/: database, logs) and caches
 	rm -rf .mesh .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: dashboards
+dashboards: sync ## regenerate dashboards and alert rules, then draw PNG previews into docs/dashboards/
+	@$(UV) run --no-sync python -m mesh.observability generate
+	@$(UV) run --no-sync python -m mesh.observability render

@@ -454,7 +454,7 @@ def generate_service_dashboard(
         ),
         Panel(
             "Targets up",
-            [(f"sum by (instance) (up{{{s}}})", "{{instance}}")],
+            [(f"sum (up{{{s}}})", "up"), (f"count (up{{{s}}})", "targets")],
             kind="stat",
         ),
     ]
