@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from obslib import REPO, require_tool
 
-from conftest import REPO, require_tool
 from mesh.observability.rules import title_case
 from mesh.registry import load_registry
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import yaml
+from obslib import REPO
 
-from conftest import REPO
 from mesh.observability import (
     dashboard_queries,
     generate_service_dashboard,

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from obslib import REPO, require_tool
 
-from conftest import REPO, require_tool
 from mesh.bootstrap import drop_database
 from mesh.fleet import Fleet
 from mesh.observability.dashboards import dashboard_queries

@@ -1,4 +1,8 @@
-"""Helpers of the observability tests: the repository root and the external tools they run."""
+"""Helpers of the observability tests: the repository root and the external tools they run.
+
+A plain module (like tests/charts/chartlib.py): every test directory has its own conftest, and two
+modules both named `conftest` cannot be imported by name in one session.
+"""
 
 from __future__ import annotations
 
