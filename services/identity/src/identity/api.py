@@ -1,7 +1,9 @@
 """identity's JSON API, mounted at ``/api/v1/``."""
 
 from identity.accounts.api import router as accounts_router
+from identity.accounts.profile import router as profile_router
 from identity.tokens.api import router as tokens_router
+from identity.tokens.introspection import router as introspection_router
 from meshkit.api import create_api
 
 api = create_api(
@@ -10,3 +12,5 @@ api = create_api(
 )
 api.add_router("/", accounts_router)
 api.add_router("/", tokens_router)
+api.add_router("/", introspection_router)
+api.add_router("/", profile_router)

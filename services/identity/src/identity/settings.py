@@ -7,7 +7,7 @@ from meshkit.settings import LOCAL_DEV, database_config, get_env, service_apps, 
 ROOT_URLCONF = "identity.urls"
 WSGI_APPLICATION = "identity.wsgi.application"
 INSTALLED_APPS = service_apps("identity.accounts", "identity.tokens")
-MIDDLEWARE = service_middleware()
+MIDDLEWARE = service_middleware("meshauth.django.middleware.MeshAuthMiddleware")
 DATABASES = {"default": database_config(schema="identity")}
 AUTH_USER_MODEL = "accounts.User"
 
@@ -19,6 +19,12 @@ PASSWORD_HASHERS = [
 
 # Tokens. The issuer is the same setting every verifier reads (MESHAUTH_ISSUER).
 MESHAUTH_ISSUER = get_env("MESHAUTH_ISSUER", "http://127.0.0.1:8001" if LOCAL_DEV else REQUIRED)
+# identity verifies its own tokens (profile, introspection) like every other service does.
+MESHAUTH_AUDIENCE = get_env("MESHAUTH_AUDIENCE", "identity,mesh")
+# Its keys come from its own database, not from an HTTP call to itself.
+MESHAUTH_JWKS_LOADER = "identity.tokens.keys.jwks"
+# A local read is cheap: pick up a rotated key within a second rather than the HTTP default of 30.
+MESHAUTH_JWKS_MIN_REFRESH_INTERVAL = 1.0
 IDENTITY_ACCESS_TOKEN_TTL = get_env("IDENTITY_ACCESS_TOKEN_TTL", 600, cast=int)
 IDENTITY_SERVICE_TOKEN_TTL = get_env("IDENTITY_SERVICE_TOKEN_TTL", 600, cast=int)
 IDENTITY_REFRESH_TOKEN_TTL = get_env("IDENTITY_REFRESH_TOKEN_TTL", 14 * 24 * 3600, cast=int)

@@ -85,7 +85,8 @@ class Fleet:
             "DATABASE_URL": service_url(self.admin_url, self.database, service.role),
             "MESHAUTH_MODE": self.mode,
             "MESHAUTH_ISSUER": identity,
-            "MESHAUTH_AUDIENCE": service.name,
+            # Its own name (service tokens) and the mesh-wide audience of end users' tokens.
+            "MESHAUTH_AUDIENCE": f"{service.name},mesh",
             "MESHAUTH_JWKS_URL": f"{identity}/.well-known/jwks.json",
             "MESHAUTH_IDENTITY_URL": identity,
             "MESHAUTH_PRINCIPAL_SECRET": self._principal_secrets[service.name],
@@ -99,6 +100,9 @@ class Fleet:
             env["MESHAUTH_CLIENT_SECRET"] = client["secret"]
         if service.name == "identity":
             env["MESH_SERVICE_CLIENTS"] = json.dumps(self.client_credentials())
+        for callee in service.calls:
+            if callee in self.ports:
+                env[f"{callee.upper()}_URL"] = self.url(callee)
         for owner in service.reads:
             env[f"{owner.upper()}_READ_DATABASE_URL"] = service_url(
                 self.admin_url, self.database, service.reader_role

@@ -14,8 +14,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 from meshauth.headers import DEFAULT_MAX_AGE
+from meshauth.jwks import JWKSCache
 from meshauth.keys import ALGORITHMS
 from meshauth.verifier import MAX_LEEWAY, MAX_TOKEN_BYTES, Verifier
 
@@ -61,6 +63,7 @@ class MeshAuthSettings:
     issuer: str
     audience: tuple[str, ...]
     jwks_url: str
+    jwks_loader: str
     identity_url: str
     principal_secret: str
     principal_max_age: float
@@ -86,6 +89,7 @@ class MeshAuthSettings:
             issuer=setting_or_env("MESHAUTH_ISSUER", "", str),
             audience=setting_or_env("MESHAUTH_AUDIENCE", (), _list),
             jwks_url=setting_or_env("MESHAUTH_JWKS_URL", "", str),
+            jwks_loader=setting_or_env("MESHAUTH_JWKS_LOADER", "", str),
             identity_url=setting_or_env("MESHAUTH_IDENTITY_URL", "", str).rstrip("/"),
             principal_secret=_principal_secret(),
             principal_max_age=setting_or_env("MESHAUTH_PRINCIPAL_MAX_AGE", float(DEFAULT_MAX_AGE), float),
@@ -106,6 +110,8 @@ class MeshAuthSettings:
     def _validate(self) -> None:
         if self.mode == "inprocess":
             for name in ("issuer", "audience", "jwks_url"):
+                if name == "jwks_url" and self.jwks_loader:
+                    continue
                 if not getattr(self, name):
                     raise ImproperlyConfigured(f"Set MESHAUTH_{name.upper()} (required in inprocess mode).")
         elif len(self.principal_secret.encode()) < 16:
@@ -161,6 +167,7 @@ def get_verifier() -> Verifier:
                 issuer=conf.issuer,
                 audience=conf.audience,
                 jwks_url=conf.jwks_url,
+                jwks=_loader_cache(conf),
                 algorithms=conf.algorithms,
                 leeway=conf.leeway,
                 max_token_bytes=conf.max_token_bytes,
@@ -170,6 +177,20 @@ def get_verifier() -> Verifier:
                 http_timeout=conf.http_timeout,
             )
         return _verifier
+
+
+def _loader_cache(conf: MeshAuthSettings) -> JWKSCache | None:
+    """A JWKS cache fed by ``MESHAUTH_JWKS_LOADER`` (a dotted path to a callable), if one is set."""
+    if not conf.jwks_loader:
+        return None
+    return JWKSCache(
+        f"loader:{conf.jwks_loader}",
+        loader=import_string(conf.jwks_loader),
+        ttl=conf.jwks_ttl,
+        min_refresh_interval=conf.jwks_min_refresh_interval,
+        max_staleness=conf.jwks_max_staleness,
+        algorithms=conf.algorithms,
+    )
 
 
 def on_reset(hook: Callable[[], None]) -> None:

@@ -38,7 +38,7 @@ class TokenIn(Schema):
 class TokensOut(Schema):
     access_token: str
     refresh_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int
 
 
@@ -54,7 +54,7 @@ class ServiceTokenIn(Schema):
 
 class ServiceTokenOut(Schema):
     access_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int
 
 

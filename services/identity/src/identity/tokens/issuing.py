@@ -17,8 +17,8 @@ from identity.accounts.models import User
 from identity.tokens import keys
 from identity.tokens.models import RefreshToken, ServiceClient
 
-USER_TOKEN = "access"
-SERVICE_TOKEN = "service"
+USER_TOKEN = "access"  # noqa: S105 - token_use claim values, not secrets
+SERVICE_TOKEN = "service"  # noqa: S105
 
 
 class RefreshRejected(Exception):
