@@ -177,6 +177,13 @@ def test_probes_and_scrapes_are_not_measured(observed: Observed) -> None:
     assert scraped
 
 
+def test_each_series_comes_from_one_place(observed: Observed) -> None:
+    """The sidecar's series only from /metrics/sidecar; no per-process (pid) series anywhere."""
+    assert observed.prometheus.query('{__name__=~"meshauth_sidecar_.+", endpoint="app"}') == []
+    assert observed.prometheus.query('{__name__=~".+", pid!=""}') == []
+    assert observed.prometheus.query('{__name__=~"meshauth_sidecar_.+", endpoint="sidecar"}')
+
+
 def test_counts_are_exact_with_four_recycling_workers(observed: Observed) -> None:
     service = observed.counted
     route = "/api/v1/openapi.json"

@@ -162,11 +162,14 @@ class Fleet:
         started = [app]
         app.start()
         if self.mode == "sidecar":
+            # As in the pod, the sidecar has no PROMETHEUS_MULTIPROC_DIR: with it, prometheus_client
+            # would write the sidecar's series into the app's directory and /metrics would repeat them.
+            sidecar_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
             sidecar = ManagedProcess(
                 name=f"{service.name}-sidecar",
                 argv=python_module("meshauth.sidecar"),
                 env={
-                    **env,
+                    **sidecar_env,
                     "MESHAUTH_SIDECAR_LISTEN": f"127.0.0.1:{ports.public}",
                     "MESHAUTH_SIDECAR_UPSTREAM": f"http://127.0.0.1:{ports.app}",
                 },
