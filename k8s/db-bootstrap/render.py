@@ -187,6 +187,11 @@ def render_dev_secrets(mesh: dict[str, Any]) -> str:
         }
         if service.get("calls"):
             data["MESHAUTH_CLIENT_SECRET"] = f"dev-only-{name}-client-secret"
+        for owner in service.get("reads", []):
+            reader = f"{name}_reader"
+            data[f"{owner.upper()}_READ_DATABASE_URL"] = (
+                f"postgres://{reader}:dev-only-{reader}@postgres:5432/mesh"
+            )
         docs.append(_secret(f"{name}-secrets", data))
     return (
         HEADER

@@ -190,3 +190,14 @@ def test_notes_tell_how_to_reach_the_service(renderer: Renderer, chart: str) -> 
     assert f"http://{chart}.mesh.svc.cluster.local:8000/" in rendered.notes
     assert f"port-forward service/{chart} 8000:8000" in rendered.notes
     assert "Dashboard:" in rendered.notes
+
+
+def test_orders_gets_its_callees_url_and_its_read_only_database(renderer: Renderer) -> None:
+    variables = env(renderer.render("orders"))
+    assert variables["CATALOG_URL"] == "http://catalog:8000"
+    assert variables["CATALOG_READ_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "orders-secrets", "key": "CATALOG_READ_DATABASE_URL"}
+    }
+    # Service tokens name the service; end users' tokens carry the mesh-wide audience.
+    assert variables["MESHAUTH_AUDIENCE"] == "orders,mesh"
+    assert "CATALOG_URL" not in env(renderer.render("catalog"))

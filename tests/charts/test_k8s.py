@@ -107,6 +107,8 @@ def test_mesh_toml_matches_the_charts() -> None:
         values = yaml.safe_load((CHARTS / chart / "values.yaml").read_text())
         calls = sorted(set(mesh[chart].get("calls", [])) - {"identity"})
         assert sorted(values["mesh"]["calls"]) == calls, f"{chart}: mesh.calls differs from mesh.toml"
+        reads = sorted(mesh[chart].get("reads", []))
+        assert sorted(values["mesh"]["reads"]) == reads, f"{chart}: mesh.reads differs from mesh.toml"
     for name in mesh:
         assert (CHARTS / name / "Chart.yaml").is_file(), f"{name} is in mesh.toml but has no chart"
 

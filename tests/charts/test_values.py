@@ -91,7 +91,7 @@ def test_app_charts_share_one_schema_and_one_values_layout() -> None:
         c: sorted(
             p
             for p, _ in key_paths(yaml.safe_load((CHARTS / c / "values.yaml").read_text()))
-            if not p.startswith(("auth.publicPaths", "mesh.calls"))
+            if not p.startswith(("auth.publicPaths", "mesh.calls", "mesh.reads"))
         )
         for c in charts
     }

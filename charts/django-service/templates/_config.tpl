@@ -81,7 +81,7 @@ GUNICORN_MAX_REQUESTS_JITTER: {{ .Values.gunicorn.maxRequestsJitter | toString |
 PROMETHEUS_MULTIPROC_DIR: {{ include "django-service.config.metricsDir" . | quote }}
 MESHAUTH_MODE: {{ .Values.auth.mode | quote }}
 MESHAUTH_ISSUER: {{ .Values.auth.issuer | quote }}
-MESHAUTH_AUDIENCE: {{ default (include "django-service.names.service" .) .Values.auth.audience | quote }}
+MESHAUTH_AUDIENCE: {{ include "django-service.config.audience" . | quote }}
 MESHAUTH_JWKS_URL: {{ include "django-service.config.jwksUrl" . | quote }}
 MESHAUTH_IDENTITY_URL: {{ .Values.auth.identityUrl | quote }}
 {{- if include "django-service.config.sidecarEnabled" . }}
@@ -90,15 +90,23 @@ MESHAUTH_PRINCIPAL_SECRET_FILE: {{ include "django-service.config.principalSecre
 {{- if .Values.auth.clientId }}
 MESHAUTH_CLIENT_ID: {{ .Values.auth.clientId | quote }}
 {{- end }}
+{{- range .Values.mesh.calls }}
+{{ upper . | replace "-" "_" }}_URL: {{ printf "http://%s:%s" . (include "django-service.config.httpPort" $) | quote }}
+{{- end }}
 {{- range $name, $value := .Values.env }}
 {{ $name }}: {{ $value | toString | quote }}
 {{- end }}
 {{- end -}}
 
+{{/* Usage: {{ include "django-service.config.audience" . }} (this service's name for service tokens, plus the mesh-wide audience of end users' tokens) */}}
+{{- define "django-service.config.audience" -}}
+{{- default (printf "%s,mesh" (include "django-service.names.service" .)) .Values.auth.audience -}}
+{{- end -}}
+
 {{/* Usage: {{ include "django-service.config.sidecarEnv" . | nindent 2 }} (YAML map: the sidecar's environment) */}}
 {{- define "django-service.config.sidecarEnv" -}}
 MESHAUTH_ISSUER: {{ .Values.auth.issuer | quote }}
-MESHAUTH_AUDIENCE: {{ default (include "django-service.names.service" .) .Values.auth.audience | quote }}
+MESHAUTH_AUDIENCE: {{ include "django-service.config.audience" . | quote }}
 MESHAUTH_JWKS_URL: {{ include "django-service.config.jwksUrl" . | quote }}
 MESHAUTH_PRINCIPAL_SECRET_FILE: {{ include "django-service.config.principalSecretFile" . | quote }}
 MESHAUTH_SIDECAR_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.config.httpPort" .) | quote }}

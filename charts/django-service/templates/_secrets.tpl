@@ -20,6 +20,14 @@
       name: {{ $secret }}
       key: {{ .Values.secrets.clientSecretKey }}
 {{- end }}
+{{- range .Values.mesh.reads }}
+{{- $variable := printf "%s_READ_DATABASE_URL" (upper . | replace "-" "_") }}
+- name: {{ $variable }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $variable }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
