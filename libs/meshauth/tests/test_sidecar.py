@@ -191,10 +191,11 @@ def test_body_and_header_caps(start_sidecar: Any, upstream: Upstream) -> None:
     assert httpx.post(f"{sidecar.url}/api/v1/orders", content=b"x" * 1000).status_code == 200
 
 
-def test_upstream_down_is_a_502_json(start_sidecar: Any) -> None:
+def test_upstream_down_is_a_retryable_503_json(start_sidecar: Any) -> None:
     sidecar = start_sidecar(MESHAUTH_SIDECAR_UPSTREAM=f"http://127.0.0.1:{free_port()}")
     response = httpx.get(f"{sidecar.url}/api/v1/orders")
-    assert response.status_code == 502
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
     assert response.json()["reason"] == "upstream_unavailable"
 
 

@@ -27,14 +27,22 @@ def access_token(client: Client, email: str = "alice@example.com") -> str:
 
 @pytest.fixture
 def alice() -> User:
-    return User.objects.create_user("alice@example.com", PASSWORD, name="Alice", cv_details="10 years of Django")
+    return User.objects.create_user(
+        "alice@example.com", PASSWORD, name="Alice", cv_details="10 years of Django"
+    )
 
 
 @pytest.fixture
 def service_token(client: Client, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("REPORTS_SECRET", "reports-secret-for-tests")
     call_command(
-        "create_service_client", "reports", "--audience", "identity", "--introspect", "--secret-env", "REPORTS_SECRET"
+        "create_service_client",
+        "reports",
+        "--audience",
+        "identity",
+        "--introspect",
+        "--secret-env",
+        "REPORTS_SECRET",
     )
     body = {"client_id": "reports", "client_secret": "reports-secret-for-tests", "audience": "identity"}
     response = post(client, "auth/service-token", body)
@@ -83,7 +91,9 @@ def test_service_token_cannot_read_a_profile(client: Client, service_token: str)
 
 def test_introspection_answers_service_callers_only(client: Client, alice: User, service_token: str) -> None:
     user_token = access_token(client)
-    as_user = post(client, "auth/introspect", {"token": user_token}, HTTP_AUTHORIZATION=f"Bearer {user_token}")
+    as_user = post(
+        client, "auth/introspect", {"token": user_token}, HTTP_AUTHORIZATION=f"Bearer {user_token}"
+    )
     assert as_user.status_code == 403
 
     answer = post(
@@ -103,8 +113,12 @@ def test_introspection_answers_service_callers_only(client: Client, alice: User,
     assert bogus.json() == {"active": False, "user_id": None, "scope": None, "personal_info": None}
 
 
-def test_introspection_of_a_disabled_account_is_inactive(client: Client, alice: User, service_token: str) -> None:
+def test_introspection_of_a_disabled_account_is_inactive(
+    client: Client, alice: User, service_token: str
+) -> None:
     user_token = access_token(client)
     User.objects.filter(pk=alice.pk).update(is_active=False)
-    answer = post(client, "auth/introspect", {"token": user_token}, HTTP_AUTHORIZATION=f"Bearer {service_token}")
+    answer = post(
+        client, "auth/introspect", {"token": user_token}, HTTP_AUTHORIZATION=f"Bearer {service_token}"
+    )
     assert answer.json()["active"] is False

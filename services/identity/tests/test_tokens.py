@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import jwt
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from identity.accounts.models import User
 from identity.tokens.models import LoginFailure, RefreshToken, ServiceClient, SigningKey
@@ -168,26 +170,35 @@ def test_bad_client_credentials(client: Client, orders_client: str, body: dict, 
     assert post(client, "auth/service-token", body).status_code == status
 
 
-def test_rotation_keeps_old_tokens_verifiable_until_they_expire(client: Client, alice: User) -> None:
+def kids(client: Client) -> set[str]:
+    return {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]}
+
+
+def test_rotation_publishes_first_signs_later_and_keeps_old_tokens(client: Client, alice: User) -> None:
     old_token = login(client).json()["access_token"]
     old_kid = jwt.get_unverified_header(old_token)["kid"]
-    call_command("rotate_signing_key")
+    call_command("rotate_signing_key")  # published now, signs after the activation delay
+    (new_kid,) = kids(client) - {old_kid}
+    assert jwt.get_unverified_header(login(client).json()["access_token"])["kid"] == old_kid
+
+    # The activation delay passes.
+    past = timezone.now() - datetime.timedelta(seconds=1)
+    SigningKey.objects.filter(kid=new_kid).update(activates_at=past)
+    SigningKey.objects.filter(kid=old_kid).update(retired_at=past)
     new_token = login(client).json()["access_token"]
-    new_kid = jwt.get_unverified_header(new_token)["kid"]
-    assert new_kid != old_kid
-    published = {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]}
-    assert {old_kid, new_kid} <= published
+    assert jwt.get_unverified_header(new_token)["kid"] == new_kid
+    assert {old_kid, new_kid} <= kids(client)
     assert decode(old_token, client)["sub"] == decode(new_token, client)["sub"]
     # After the overlap the old key leaves the JWKS.
-    SigningKey.objects.filter(kid=old_kid).update(publish_until="2000-01-01T00:00:00Z")
-    assert old_kid not in {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]}
+    SigningKey.objects.filter(kid=old_kid).update(publish_until=past)
+    assert kids(client) == {new_kid}
 
 
 def test_encrypted_keys_need_the_encryption_key(client: Client, alice: User, settings) -> None:
     from cryptography.fernet import Fernet
 
     settings.IDENTITY_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
-    call_command("rotate_signing_key")
+    call_command("rotate_signing_key", "--activate-after", "0")
     assert SigningKey.objects.filter(retired_at__isnull=True).get().private_key.startswith("fernet:")
     assert login(client).status_code == 200
 

@@ -32,6 +32,8 @@ IDENTITY_REFRESH_TOKEN_TTL = get_env("IDENTITY_REFRESH_TOKEN_TTL", 14 * 24 * 360
 IDENTITY_USER_AUDIENCE = get_env("IDENTITY_USER_AUDIENCE", "mesh")
 IDENTITY_SIGNING_ALGORITHM = get_env("IDENTITY_SIGNING_ALGORITHM", "RS256")
 IDENTITY_KEY_ENCRYPTION_KEY = get_env("IDENTITY_KEY_ENCRYPTION_KEY", "")
+# A rotated key is published this long before it signs: twice meshauth's JWKS refresh interval.
+IDENTITY_KEY_ACTIVATION_DELAY = get_env("IDENTITY_KEY_ACTIVATION_DELAY", 60, cast=int)
 
 # Failed logins: per account, and per client address with a larger budget (database-backed).
 IDENTITY_LOGIN_WINDOW = get_env("IDENTITY_LOGIN_WINDOW", 15 * 60, cast=int)

@@ -303,7 +303,9 @@ class Sidecar:
                 if isinstance(exc.__cause__, _BodyTooLarge) or isinstance(exc.__context__, _BodyTooLarge):
                     self.metrics.rejected_requests.labels("body_too_large").inc()
                     return _json_response(413, "body_too_large", "The request body is too large.", request_id)
-                return self._upstream_error("connect", 502, request_id)
+                # Nothing listens: the app is down or restarting, which is a 503 (as Envoy answers),
+                # not a bad gateway; clients and load balancers retry a 503.
+                return self._upstream_error("connect", 503, request_id)
         try:
             return await self._relay(request, upstream, request_id)
         finally:
@@ -312,7 +314,10 @@ class Sidecar:
     def _upstream_error(self, kind: str, status: int, request_id: str) -> web.Response:
         self.metrics.upstream_errors.labels(kind).inc()
         log.warning("upstream %s: %s", kind, self.upstream)
-        return _json_response(status, "upstream_unavailable", "The service is unavailable.", request_id)
+        retry = {"Retry-After": "5"} if status == 503 else None
+        return _json_response(
+            status, "upstream_unavailable", "The service is unavailable, retry shortly.", request_id, retry
+        )
 
     async def _relay(
         self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, request_id: str

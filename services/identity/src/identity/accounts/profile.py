@@ -30,7 +30,11 @@ class ProfilePatch(Schema):
 
 def _caller(request: HttpRequest) -> User:
     principal = request.principal  # type: ignore[attr-defined]
-    user = User.objects.filter(pk=int(principal.subject), is_active=True).first() if principal.subject.isdigit() else None
+    user = (
+        User.objects.filter(pk=int(principal.subject), is_active=True).first()
+        if principal.subject.isdigit()
+        else None
+    )
     if user is None:
         # A valid token for an account deleted or disabled since it was issued.
         raise HttpError(404, "Account not found.")

@@ -50,7 +50,9 @@ class Detail(Schema):
 )
 def introspect(request: HttpRequest, payload: IntrospectIn) -> Status[object]:
     caller = request.principal  # type: ignore[attr-defined]
-    if not ServiceClient.objects.filter(client_id=caller.client_id, active=True, can_introspect=True).exists():
+    if not ServiceClient.objects.filter(
+        client_id=caller.client_id, active=True, can_introspect=True
+    ).exists():
         return Status(403, {"detail": "This client may not introspect tokens."})
     try:
         principal = get_verifier().verify(payload.token)
@@ -60,7 +62,11 @@ def introspect(request: HttpRequest, payload: IntrospectIn) -> Status[object]:
     user = User.objects.filter(pk=int(principal.subject), is_active=True).first() if is_user else None
     if user is None:
         return Status(200, {"active": False})
-    answer: dict[str, object] = {"active": True, "user_id": user.pk, "scope": " ".join(sorted(principal.scopes))}
+    answer: dict[str, object] = {
+        "active": True,
+        "user_id": user.pk,
+        "scope": " ".join(sorted(principal.scopes)),
+    }
     if payload.include_profile:
         answer["personal_info"] = {
             "email": user.email,

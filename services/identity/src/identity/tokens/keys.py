@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from identity.tokens.models import SigningKey
@@ -81,8 +81,8 @@ def _thumbprint_kid(private_key: Any) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def create_key(algorithm: str | None = None) -> SigningKey:
-    """Generate a new key pair and store it; it becomes the signer."""
+def create_key(algorithm: str | None = None, activates_at: datetime.datetime | None = None) -> SigningKey:
+    """Generate a new key pair and store it; it signs from ``activates_at`` (default: now)."""
     algorithm = algorithm or settings.IDENTITY_SIGNING_ALGORITHM
     private_key = _new_private_key(algorithm)
     kid = _thumbprint_kid(private_key)
@@ -94,39 +94,54 @@ def create_key(algorithm: str | None = None) -> SigningKey:
         algorithm=algorithm,
         private_key=_seal(pem),
         public_jwk=_public_jwk(private_key, algorithm, kid),
+        activates_at=activates_at or timezone.now(),
     )
 
 
 def rotate(
-    algorithm: str | None = None, overlap: datetime.timedelta | None = None
+    algorithm: str | None = None,
+    overlap: datetime.timedelta | None = None,
+    activate_after: datetime.timedelta | None = None,
 ) -> tuple[SigningKey, list[str]]:
-    """Create a new signer and retire the old ones, still publishing them for ``overlap``.
+    """Publish a new key now, let it sign after ``activate_after``, and retire the current signer then.
 
-    The default overlap is the access-token lifetime plus a minute of clock leeway: every token an
-    old key signed has expired before the key leaves the JWKS.
+    ``activate_after`` defaults to twice the verifiers' JWKS refresh interval, so every verifier can
+    have fetched the new key before the first token it signs arrives. The retired key stays published
+    for ``overlap`` after that (default: the access-token lifetime plus a minute of clock leeway).
     """
     overlap = overlap or datetime.timedelta(seconds=settings.IDENTITY_ACCESS_TOKEN_TTL + 60)
-    now = timezone.now()
+    if activate_after is None:
+        activate_after = datetime.timedelta(seconds=settings.IDENTITY_KEY_ACTIVATION_DELAY)
+    activates_at = timezone.now() + activate_after
     with transaction.atomic():
         retiring = list(SigningKey.objects.select_for_update().filter(retired_at__isnull=True))
         for key in retiring:
-            key.retired_at = now
-            key.publish_until = now + overlap
+            key.retired_at = activates_at
+            key.publish_until = activates_at + overlap
             key.save(update_fields=["retired_at", "publish_until"])
-        new = create_key(algorithm)
+        new = create_key(algorithm, activates_at)
     return new, [key.kid for key in retiring]
 
 
+def _signer() -> SigningKey | None:
+    now = timezone.now()
+    return (
+        SigningKey.objects.filter(activates_at__lte=now)
+        .filter(models.Q(retired_at__isnull=True) | models.Q(retired_at__gt=now))
+        .order_by("-activates_at")
+        .first()
+    )
+
+
 def current_key() -> SigningKey:
-    """The signer: the newest unretired key, created on first use."""
-    key = SigningKey.objects.filter(retired_at__isnull=True).order_by("-created_at").first()
+    """The signer: the newest key already active and not yet retired, created on first use."""
+    key = _signer()
     if key is not None:
         return key
     with transaction.atomic(), connection.cursor() as cursor:
         # Two workers racing on an empty table must not both create a signer.
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext('identity.signing_key'))")
-        key = SigningKey.objects.filter(retired_at__isnull=True).first()
-        return key or create_key()
+        return _signer() or create_key()
 
 
 @functools.lru_cache(maxsize=8)

@@ -17,10 +17,11 @@ class SigningKeyQuerySet(models.QuerySet):
 
 
 class SigningKey(models.Model):
-    """An asymmetric key pair. The newest unretired key signs; JWKS publishes every live one.
+    """An asymmetric key pair. The newest active key signs; JWKS publishes every live one.
 
-    Rotation retires the signer but keeps publishing it until every token it signed has expired
-    (``publish_until``), so verifiers with cached keys never reject a valid token.
+    Rotation publishes the new key before it signs anything (``activates_at``), so every verifier
+    can have fetched it by the time it meets the new ``kid``; and it keeps publishing the retired
+    key until every token it signed has expired (``publish_until``). No valid token is rejected.
     """
 
     kid = models.CharField(max_length=64, primary_key=True)
@@ -29,13 +30,14 @@ class SigningKey(models.Model):
     private_key = models.TextField()
     public_jwk = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
+    activates_at = models.DateTimeField(default=timezone.now)
     retired_at = models.DateTimeField(null=True, blank=True)
     publish_until = models.DateTimeField(null=True, blank=True)
 
     objects = SigningKeyQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-activates_at"]
 
     def __str__(self) -> str:
         return f"{self.kid} ({self.algorithm})"

@@ -1,7 +1,8 @@
 """Rotate identity's signing key without restarting anything.
 
-The new key signs from now on; the old one stays in the JWKS until every token it signed has
-expired. Verifiers refetch the JWKS when they meet the new ``kid``.
+The new key is published at once and signs after ``--activate-after`` seconds (by then every
+verifier has refreshed its JWKS); the old one stays published until every token it signed has
+expired. Nothing restarts.
 """
 
 from __future__ import annotations
@@ -26,9 +27,21 @@ class Command(BaseCommand):
             help="Seconds the retired key stays published (default: access-token lifetime + 60).",
         )
 
+        parser.add_argument(
+            "--activate-after",
+            type=int,
+            default=None,
+            help="Seconds between publishing the new key and signing with it "
+            "(default: IDENTITY_KEY_ACTIVATION_DELAY, 60).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         overlap = datetime.timedelta(seconds=options["overlap"]) if options["overlap"] is not None else None
-        new, retired = keys.rotate(options["algorithm"], overlap)
-        self.stdout.write(f"new signing key {new.kid} ({new.algorithm})")
+        delay = options["activate_after"]
+        activate_after = datetime.timedelta(seconds=delay) if delay is not None else None
+        new, retired = keys.rotate(options["algorithm"], overlap, activate_after)
+        self.stdout.write(
+            f"new signing key {new.kid} ({new.algorithm}), published now, signs from {new.activates_at}"
+        )
         for kid in retired:
-            self.stdout.write(f"retired {kid}; still published until its tokens expire")
+            self.stdout.write(f"{kid} retires then; still published until its tokens expire")
