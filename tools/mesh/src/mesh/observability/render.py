@@ -81,7 +81,8 @@ def draw_dashboard(
         if panel["type"] == "row":
             fig.text(left, y_top - h / 2, panel["title"], color=TEXT, fontsize=13, weight="bold", va="center")
             continue
-        ax = fig.add_axes((left, y_top - h + 0.012, width, h - 0.03), facecolor=PANEL)
+        # Room on the left for the tick labels, which matplotlib draws outside the axes.
+        ax = fig.add_axes((left + 0.025, y_top - h + 0.012, width - 0.03, h - 0.03), facecolor=PANEL)
         ax.set_title(panel["title"], color=TEXT, fontsize=10, loc="left")
         for side in ax.spines.values():
             side.set_color(GRID)
