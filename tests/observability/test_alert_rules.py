@@ -128,7 +128,7 @@ def scenarios(service: str) -> dict[str, Scenario]:
     )
     s.requests(service, 100)
     s.firing = {a["AvailabilityBudgetBurnFast"]: page}
-    found["sidecar answers 502 (app unreachable): fast burn pages"] = s
+    found["sidecar answers 503 (app unreachable): fast burn pages"] = s
 
     s = availability(service, 60, ok=0.5, errors=0.5)  # 50 % errors, but 60 requests an hour
     s.silent = (a["AvailabilityBudgetBurnFast"],)
@@ -282,7 +282,7 @@ def test_promtool_notices_a_wrong_expectation(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_error_ratio_recording_rule(service: str, tmp_path: Path) -> None:
-    """5xx count, 4xx only in the denominator, unmatched routes not at all, sidecar 502s as errors."""
+    """5xx count, 4xx only in the denominator, unmatched routes not at all, sidecar upstream errors do."""
     s = Scenario(10).requests(service, 90).requests(service, 50, code="404").requests(service, 5, code="503")
     s.requests(service, 1000, code="500", route="unmatched")
     s.counter("meshauth_sidecar_upstream_errors_total", 5, kind="timeout")

@@ -264,8 +264,8 @@ def generate_service_dashboard(
             unit="reqps",
             stack=True,
             description=(
-                "What callers saw, token rejections (401) and the sidecar's own 502/504 (app unreachable, "
-                "counted against the availability SLO) included."
+                "What callers saw: token rejections (401) included, and the sidecar's own 502/503/504 "
+                "(app unreachable), which count against the availability SLO."
             ),
         ),
         Panel(
@@ -281,7 +281,7 @@ def generate_service_dashboard(
             ],
             unit="reqps",
             description=(
-                "502/504 answered by the sidecar (connect, timeout, read) and requests it refused for "
+                "502/503/504 answered by the sidecar (app down, timeout, reset) and requests it refused for "
                 "their size."
             ),
         ),

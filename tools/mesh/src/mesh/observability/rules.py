@@ -38,7 +38,7 @@ def _sli_rules(service: str, slo: SLO) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     for window in WINDOWS:
         answered = f"sum by (namespace, job) (rate({REQUESTS}_count{{{sel}}}[{window}]))"
-        # Requests the sidecar answered 502/504 because the app did not: the app never counted them.
+        # Requests the sidecar answered 502/503/504 because the app did not: the app never counted them.
         lost = (
             "sum by (namespace, job) "
             f'(rate(meshauth_sidecar_upstream_errors_total{{job="{service}"}}[{window}]))'
@@ -106,7 +106,7 @@ def _burn_alert(service: str, slo: SLO, sli: str, what: str, budget: float, page
             "description": (
                 f"{{{{ $value | humanizePercentage }}}} of the requests to {service} are "
                 + (
-                    "answered with a 5xx (or a 502/504 from the sidecar)"
+                    "answered with a 5xx (or a 502/503/504 from the sidecar)"
                     if what == "availability"
                     else f"slower than {slo.latency_threshold:g} s"
                 )
