@@ -44,7 +44,9 @@ def stop_fleet(fleet: Fleet) -> None:
 
 
 @pytest.fixture(scope="module", params=["sidecar", "inprocess"])
-def mesh(request: pytest.FixtureRequest, mesh_registry: Registry, admin_url: str, tmp_path_factory) -> Iterator[Fleet]:
+def mesh(
+    request: pytest.FixtureRequest, mesh_registry: Registry, admin_url: str, tmp_path_factory
+) -> Iterator[Fleet]:
     """The mesh in both auth modes: every test using it runs once per mode."""
     fleet = start_fleet(mesh_registry, admin_url, tmp_path_factory.mktemp(request.param), mode=request.param)
     try:

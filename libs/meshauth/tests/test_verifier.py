@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -254,3 +255,49 @@ def test_averify_fetches_the_jwks_off_the_event_loop(identity: FakeIdentity) -> 
     assert identity.jwks_hits == 1
     # The first call had to fetch, so it ran in a worker thread; later ones run inline.
     assert asyncio.run(verifier.averify(identity.token(sub="5"))).subject == "5"
+
+
+def shared_cache(identity: FakeIdentity, path: str) -> Verifier:
+    """A verifier as one gunicorn worker of a pod builds it: JWKS cached in the pod's shared file."""
+    cache = JWKSCache(identity.jwks_url, ttl=300, min_refresh_interval=30, cache_file=path)
+    return Verifier(issuer=ISSUER, audience=AUDIENCE, jwks=cache)
+
+
+def test_a_worker_born_while_identity_is_down_uses_the_pods_cached_keys(
+    identity: FakeIdentity, tmp_path
+) -> None:
+    path = str(tmp_path / "jwks.json")
+    first = shared_cache(identity, path)
+    assert first.verify(identity.token()).subject == "42"
+    identity.stop()
+    # A recycled worker: no fetch possible, yet it verifies from the file the first one wrote.
+    second = shared_cache(identity, path)
+    assert second.verify(identity.token(sub="7")).subject == "7"
+
+
+def test_a_rotated_key_one_worker_fetched_reaches_the_others_through_the_file(
+    identity: FakeIdentity, tmp_path
+) -> None:
+    path = str(tmp_path / "jwks.json")
+    first, second = shared_cache(identity, path), shared_cache(identity, path)
+    assert second.verify(identity.token()).subject == "42"
+    new_kid = identity.add_key()
+    token = identity.token(kid=new_kid)
+    assert first.verify(token).subject == "42"  # fetched the new key and wrote the file
+    identity.stop()
+    # The second worker cannot reach identity (and its refetch interval has not passed anyway).
+    assert second.verify(token).subject == "42"
+
+
+def test_a_stale_or_foreign_cache_file_is_ignored(identity: FakeIdentity, tmp_path) -> None:
+    path = tmp_path / "jwks.json"
+    shared_cache(identity, str(path)).verify(identity.token())
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "fetched_at": time.time() - 10 * 86_400}))
+    identity.stop()
+    with pytest.raises(InvalidToken) as caught:
+        shared_cache(identity, str(path)).verify(identity.token())
+    assert caught.value.reason == "jwks_unavailable"
+    path.write_text(json.dumps({**saved, "url": "http://127.0.0.1:1/other.json"}))
+    with pytest.raises(InvalidToken):
+        shared_cache(identity, str(path)).verify(identity.token())

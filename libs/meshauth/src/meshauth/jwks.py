@@ -12,12 +12,16 @@ Rules, in order of importance:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -27,13 +31,20 @@ from meshauth.errors import InvalidToken
 from meshauth.keys import ALGORITHMS
 from meshauth.metrics import AuthMetrics
 
-__all__ = ["JWKSCache", "VerificationKey"]
+__all__ = ["JWKSCache", "VerificationKey", "default_cache_file"]
 
 log = logging.getLogger("meshauth.jwks")
 
 MAX_JWKS_BYTES: Final = 1_048_576
 MIN_RSA_BITS: Final = 2048
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
+
+
+def default_cache_file(url: str) -> str:
+    """Where the processes of one pod share the last good JWKS of ``url``: the temp dir (a pod's
+    memory-backed /tmp), one file per JWKS URL."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"meshauth-jwks-{digest}.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +111,15 @@ class JWKSCache:
         metrics: AuthMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         loader: Callable[[], Any] | None = None,
+        cache_file: str | os.PathLike[str] | None = None,
     ) -> None:
         """``loader``, when given, returns the JWKS document instead of an HTTP GET of ``url``: the
-        issuer itself (identity) reads its keys from its own database rather than calling itself."""
+        issuer itself (identity) reads its keys from its own database rather than calling itself.
+
+        ``cache_file`` keeps the last good JWKS on disk (a pod's /tmp): every gunicorn worker, and
+        every worker started later (``max_requests`` recycling), begins with the keys another one
+        fetched, so a worker born while identity is down still verifies tokens.
+        """
         if min_refresh_interval <= 0 or ttl < min_refresh_interval:
             raise ValueError("need 0 < min_refresh_interval <= ttl")
         if max_staleness < ttl:
@@ -123,6 +140,10 @@ class JWKSCache:
         self._timeout = timeout
         #: Bumped whenever the key set changes, so verifiers can drop results cached under old keys.
         self.generation = 0
+        self._document: Any = None
+        self._fetched_wall: float | None = None
+        self._cache_file = Path(cache_file) if cache_file else None
+        self._load_cache_file()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -136,8 +157,14 @@ class JWKSCache:
         now = self._clock()
         if not self._is_fresh(now) or kid not in self._keys:
             last = self._last_attempt
-            return last is None or now - last >= self.min_refresh_interval
+            return last is None or now - last >= self._retry_interval()
         return False
+
+    def _retry_interval(self) -> float:
+        # With no keys at all every request fails until a fetch succeeds: retry within a second
+        # (identity starting after us, a blip at boot) instead of refusing for a whole interval.
+        # With keys, the full interval bounds what a flood of unknown kids can cost identity.
+        return self.min_refresh_interval if self._keys else min(1.0, self.min_refresh_interval)
 
     def get(self, kid: str) -> VerificationKey:
         """The key for ``kid``; raises ``InvalidToken`` (``unknown_kid`` or ``jwks_unavailable``)."""
@@ -146,6 +173,9 @@ class JWKSCache:
         if found is not None and self._is_fresh(now):
             return found
         self._refresh_if_allowed(wait=not self._keys)
+        if kid not in self._keys:
+            # Rate-limited or identity unreachable: another worker of the pod may have the key.
+            self._adopt_cache_file()
         self.check_usable()
         found = self._keys.get(kid)
         if found is None:
@@ -185,7 +215,7 @@ class JWKSCache:
         try:
             now = self._clock()
             last = self._last_attempt
-            if last is not None and now - last < self.min_refresh_interval:
+            if last is not None and now - last < self._retry_interval():
                 return False
             self._last_attempt = now
             return self._fetch()
@@ -200,22 +230,66 @@ class JWKSCache:
         except (httpx.HTTPError, ValueError) as exc:
             self._count("failure")
             log.warning("JWKS fetch from %s failed: %s", self.url, exc)
-            return False
+            return self._adopt_cache_file()
         if keys.keys() != self._keys.keys():
             self.generation += 1
         self._keys = keys
         self._fetched_at = self._clock()
+        self._fetched_wall = time.time()
         self._record_age(0.0)
         self._count("success")
+        self._save_cache_file()
         return True
+
+    # -- the shared file ----------------------------------------------------------------------------
+
+    def _load_cache_file(self) -> None:
+        self._adopt_cache_file()
+
+    def _adopt_cache_file(self) -> bool:
+        """Take the pod's shared copy when it is newer than ours and not too stale; True if taken."""
+        if self._cache_file is None:
+            return False
+        try:
+            saved = json.loads(self._cache_file.read_text())
+            fetched_wall = float(saved["fetched_at"])
+            keys = parse_jwks(saved["jwks"], self.algorithms)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # no file yet, or one we cannot trust: fetch as usual
+        age = max(0.0, time.time() - fetched_wall)
+        newer = self._fetched_wall is None or fetched_wall > self._fetched_wall
+        if not (keys and newer and age <= self.max_staleness and saved.get("url") == self.url):
+            return False
+        if keys.keys() != self._keys.keys():
+            self.generation += 1
+        self._keys = keys
+        self._fetched_at = self._clock() - age
+        self._fetched_wall = fetched_wall
+        self._document = saved["jwks"]
+        return True
+
+    def _save_cache_file(self) -> None:
+        if self._cache_file is None or self._document is None:
+            return
+        payload = json.dumps({"url": self.url, "fetched_at": self._fetched_wall, "jwks": self._document})
+        try:
+            # Write then rename: a worker reading at the same moment sees the old file or the new one.
+            fd, tmp = tempfile.mkstemp(dir=self._cache_file.parent, prefix=".jwks-")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(payload)
+            os.replace(tmp, self._cache_file)
+        except OSError as exc:
+            log.warning("cannot write the JWKS cache file %s: %s", self._cache_file, exc)
 
     def _load_document(self) -> Any:
         if self._loader is None:
-            return self._download()
+            self._document = self._download()
+            return self._document
         try:
-            return self._loader()
+            self._document = self._loader()
         except Exception as exc:  # noqa: BLE001 - a failing loader is a failed fetch, like HTTP's
             raise ValueError(f"JWKS loader failed: {exc}") from exc
+        return self._document
 
     def _download(self) -> Any:
         with self._client.stream("GET", self.url, headers={"Accept": "application/json"}) as response:

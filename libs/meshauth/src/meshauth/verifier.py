@@ -62,6 +62,7 @@ class Verifier:
         jwks_min_refresh_interval: float = 30.0,
         jwks_max_staleness: float = 86_400.0,
         http_timeout: float = 2.0,
+        jwks_cache_file: str | None = None,
         metrics: AuthMetrics | None = None,
         mode: str = "inprocess",
     ) -> None:
@@ -92,6 +93,7 @@ class Verifier:
                 timeout=http_timeout,
                 algorithms=self.algorithms,
                 metrics=self.metrics,
+                cache_file=jwks_cache_file,
             )
         if jwks.metrics is None:
             jwks.metrics = self.metrics

@@ -77,6 +77,9 @@ max_requests_jitter = get_env("GUNICORN_MAX_REQUESTS_JITTER", 100, cast=int)
 # Heartbeat files on a disk-backed /tmp can stall workers; /dev/shm is memory (and writable with a
 # read-only root filesystem when mounted as an emptyDir).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+# gunicorn's own limit (8 KiB) answers an oversized header with an HTML 431 before Django runs; let
+# meshauth see it and answer a too-large token with its JSON 401. The sidecar caps headers itself.
+limit_request_field_size = get_env("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 131_072, cast=int)
 accesslog = "-"
 errorlog = "-"
 logger_class = JsonAccessLogger

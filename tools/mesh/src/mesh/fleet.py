@@ -94,6 +94,9 @@ class Fleet:
             "GUNICORN_WORKERS": str(self.workers),
             "GUNICORN_PROC_NAME": f"mesh-{service.name}",
         }
+        if service.name == "identity" and self.mode == "sidecar":
+            # identity's sidecar reads the keys from the app beside it, not through itself.
+            env["MESHAUTH_JWKS_URL"] = f"http://127.0.0.1:{self.ports['identity'].app}/.well-known/jwks.json"
         client = self.client_credentials().get(service.name)
         if client:
             env["MESHAUTH_CLIENT_ID"] = service.name

@@ -17,7 +17,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from meshauth.headers import DEFAULT_MAX_AGE
-from meshauth.jwks import JWKSCache
+from meshauth.jwks import JWKSCache, default_cache_file
 from meshauth.keys import ALGORITHMS
 from meshauth.verifier import MAX_LEEWAY, MAX_TOKEN_BYTES, Verifier
 
@@ -64,6 +64,7 @@ class MeshAuthSettings:
     audience: tuple[str, ...]
     jwks_url: str
     jwks_loader: str
+    jwks_cache_file: str
     identity_url: str
     principal_secret: str
     principal_max_age: float
@@ -90,6 +91,7 @@ class MeshAuthSettings:
             audience=setting_or_env("MESHAUTH_AUDIENCE", (), _list),
             jwks_url=setting_or_env("MESHAUTH_JWKS_URL", "", str),
             jwks_loader=setting_or_env("MESHAUTH_JWKS_LOADER", "", str),
+            jwks_cache_file=setting_or_env("MESHAUTH_JWKS_CACHE_FILE", "", str),
             identity_url=setting_or_env("MESHAUTH_IDENTITY_URL", "", str).rstrip("/"),
             principal_secret=_principal_secret(),
             principal_max_age=setting_or_env("MESHAUTH_PRINCIPAL_MAX_AGE", float(DEFAULT_MAX_AGE), float),
@@ -175,6 +177,8 @@ def get_verifier() -> Verifier:
                 jwks_min_refresh_interval=conf.jwks_min_refresh_interval,
                 jwks_max_staleness=conf.jwks_max_staleness,
                 http_timeout=conf.http_timeout,
+                # Shared by the pod's gunicorn workers: one born while identity is down has keys.
+                jwks_cache_file=conf.jwks_cache_file or default_cache_file(conf.jwks_url),
             )
         return _verifier
 

@@ -10,6 +10,8 @@ In both modes every inbound identity header is removed from ``request.META`` so 
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
@@ -24,8 +26,19 @@ from meshauth.principal import Principal
 
 __all__ = ["DENIAL_ATTRIBUTE", "MeshAuthMiddleware"]
 
+log = logging.getLogger("meshauth.django")
+
 #: Where the decorators and the ninja auth class leave their :class:`Denial` for the middleware.
 DENIAL_ATTRIBUTE = "_meshauth_denial"
+
+
+def _warm_up() -> None:
+    try:
+        jwks = get_verifier().jwks
+        if jwks.age() is None:
+            jwks.refresh()
+    except Exception:  # noqa: BLE001 - a failed warm-up only means the first request fetches
+        log.warning("JWKS warm-up failed", exc_info=True)
 
 
 class MeshAuthMiddleware:
@@ -33,7 +46,12 @@ class MeshAuthMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        get_settings()  # a misconfigured service fails at start, not at its first request
+        conf = get_settings()  # a misconfigured service fails at start, not at its first request
+        if conf.mode == "inprocess" and not conf.jwks_loader:
+            # Fetch the keys while the worker boots, off the request path, so its first request
+            # does not wait on identity (and a worker started while identity is down uses the
+            # pod's cached copy instead).
+            threading.Thread(target=_warm_up, name="meshauth-jwks-warm-up", daemon=True).start()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         conf = get_settings()

@@ -71,6 +71,7 @@ class SidecarConfig:
     jwks_min_refresh_interval: float = 30.0
     jwks_max_staleness: float = 86_400.0
     http_timeout: float = 2.0
+    jwks_cache_file: str = ""
     upstream_timeout: float = 60.0
     upstream_connections: int = 100
     shutdown_timeout: float = 15.0
@@ -102,6 +103,7 @@ class SidecarConfig:
             jwks_ttl=env_number("MESHAUTH_JWKS_TTL", "300"),
             jwks_min_refresh_interval=env_number("MESHAUTH_JWKS_MIN_REFRESH_INTERVAL", "30"),
             jwks_max_staleness=env_number("MESHAUTH_JWKS_MAX_STALENESS", "86400"),
+            jwks_cache_file=os.environ.get("MESHAUTH_JWKS_CACHE_FILE", ""),
             http_timeout=env_number("MESHAUTH_HTTP_TIMEOUT", "2"),
             upstream_timeout=env_number("MESHAUTH_SIDECAR_UPSTREAM_TIMEOUT", "60"),
             upstream_connections=int(env_number("MESHAUTH_SIDECAR_UPSTREAM_CONNECTIONS", "100")),

@@ -39,6 +39,7 @@ from yarl import URL
 
 from meshauth.errors import InvalidToken
 from meshauth.headers import bearer_token, is_identity_header, sign_principal
+from meshauth.jwks import default_cache_file
 from meshauth.principal import Principal
 from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
@@ -115,6 +116,8 @@ class Sidecar:
             jwks_min_refresh_interval=config.jwks_min_refresh_interval,
             jwks_max_staleness=config.jwks_max_staleness,
             http_timeout=config.http_timeout,
+            # A restarted sidecar starts with the last good keys, even while identity is down.
+            jwks_cache_file=config.jwks_cache_file or default_cache_file(config.jwks_url),
             metrics=self.metrics.auth,
             mode="sidecar",
         )
