@@ -90,6 +90,26 @@ def _print_table(fleet: Fleet) -> None:
         if index == 0:
             print("  " + "  ".join("-" * width for width in widths))
     print(flush=True)
+    if {"identity", "catalog", "orders"} <= set(fleet.ports):
+        print(
+            _JOURNEY.format(
+                identity=fleet.url("identity"), catalog=fleet.url("catalog"), orders=fleet.url("orders")
+            )
+        )
+
+
+_JOURNEY = """  Try it:
+    curl -s -X POST {identity}/api/v1/auth/signup -H 'Content-Type: application/json' \\
+         -d '{{"email": "ada@example.com", "password": "correct horse battery"}}'
+    TOKEN=$(curl -s -X POST {identity}/api/v1/auth/token -H 'Content-Type: application/json' \\
+         -d '{{"email": "ada@example.com", "password": "correct horse battery"}}' \\
+         | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    curl -s {catalog}/api/v1/products
+    curl -s -X POST {orders}/api/v1/orders -H "Authorization: Bearer $TOKEN" \\
+         -H 'Idempotency-Key: first-order' -H 'Content-Type: application/json' \\
+         -d '{{"items": [{{"sku": "MUG-001", "qty": 2}}]}}'
+    curl -s {orders}/api/v1/orders -H "Authorization: Bearer $TOKEN"
+"""
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -120,6 +140,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     return run_suites(load_registry(find_root()), args.pytest_args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mesh.bench import run_bench
+
+    return run_bench(load_registry(find_root()), seconds=args.seconds, rounds=args.rounds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="run every test suite, each in its own pytest process")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to every pytest run")
     test.set_defaults(func=cmd_test)
+
+    bench = sub.add_parser(
+        "bench", help="auth cost side by side: baseline, in-process, sidecar, introspection"
+    )
+    bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
+    bench.set_defaults(func=cmd_bench)
 
     db = sub.add_parser("db", help="the local database")
     db.add_argument("--database", default=LOCAL_DATABASE)

@@ -24,8 +24,9 @@ from meshauth.verifier import MAX_LEEWAY, MAX_TOKEN_BYTES, Verifier
 __all__ = ["MeshAuthSettings", "get_settings", "get_verifier", "setting_or_env"]
 
 T = TypeVar("T")
-Mode = Literal["inprocess", "sidecar"]
-MODES: Final = ("inprocess", "sidecar")
+Mode = Literal["inprocess", "sidecar", "introspect"]
+# `introspect` is the talk's per-request call to identity: the benchmark's anchor, not a default.
+MODES: Final = ("inprocess", "sidecar", "introspect")
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -116,6 +117,12 @@ class MeshAuthSettings:
                     continue
                 if not getattr(self, name):
                     raise ImproperlyConfigured(f"Set MESHAUTH_{name.upper()} (required in inprocess mode).")
+        elif self.mode == "introspect":
+            if not (self.identity_url and self.client_id and self.client_secret):
+                raise ImproperlyConfigured(
+                    "Set MESHAUTH_IDENTITY_URL, MESHAUTH_CLIENT_ID and MESHAUTH_CLIENT_SECRET "
+                    "in introspect mode."
+                )
         elif len(self.principal_secret.encode()) < 16:
             raise ImproperlyConfigured(
                 "Set MESHAUTH_PRINCIPAL_SECRET or MESHAUTH_PRINCIPAL_SECRET_FILE (at least 16 bytes) "

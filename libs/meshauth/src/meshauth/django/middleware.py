@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 
 from meshauth.context import request_context
 from meshauth.django.conf import MeshAuthSettings, get_settings, get_verifier
+from meshauth.django.introspection import introspect
 from meshauth.django.responses import Denial, invalid_token
 from meshauth.errors import InvalidPrincipalHeaders, InvalidToken
 from meshauth.headers import bearer_token, strip_identity_meta, verify_principal_headers
@@ -61,7 +62,7 @@ class MeshAuthMiddleware:
             if conf.mode == "sidecar":
                 principal, token = self._from_sidecar(request, conf)
             else:
-                principal, token = self._from_token(request)
+                principal, token = self._from_token(request, conf)
         except InvalidToken as exc:
             return invalid_token(exc).response()
         strip_identity_meta(request.META)
@@ -78,14 +79,16 @@ class MeshAuthMiddleware:
         return response
 
     @staticmethod
-    def _from_token(request: HttpRequest) -> tuple[Principal | None, str | None]:
+    def _from_token(request: HttpRequest, conf: MeshAuthSettings) -> tuple[Principal | None, str | None]:
         try:
             token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
         except InvalidToken as exc:
-            default_metrics().decision("rejected", exc.reason, "inprocess")
+            default_metrics().decision("rejected", exc.reason, conf.mode)
             raise
         if token is None:
             return None, None
+        if conf.mode == "introspect":
+            return introspect(token, conf.identity_url), token
         return get_verifier().verify(token), token
 
     @staticmethod
