@@ -2,6 +2,7 @@
 
 mesh up [--mode sidecar|inprocess] [--only NAME ...]
 mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
+mesh new-service NAME [--port N] [--reads SERVICE ...]
 """
 
 from __future__ import annotations
@@ -146,6 +147,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(load_registry(find_root()), seconds=args.seconds, rounds=args.rounds)
 
 
+def cmd_new_service(args: argparse.Namespace) -> int:
+    from mesh.scaffold import ConcurrentEdit, PlanError, UsageError, new_service
+
+    root = find_root()
+    try:
+        written = new_service(root, args.name, port=args.port, reads=args.reads)
+    except UsageError as exc:
+        # Refused before anything was computed or written.
+        _say(f"new-service: {exc}")
+        return 2
+    except (PlanError, ConcurrentEdit, OSError) as exc:
+        _say(f"new-service: {exc}; nothing was changed")
+        return 1
+    for path in written:
+        print(f"  {path}")
+    service = load_registry(root)[args.name]
+    _say(
+        f"created {args.name} (port {service.port}, {len(written)} files); install it with "
+        "`make sync` (uv sync --all-packages), then `make test` and `make up`"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,6 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
     bench.set_defaults(func=cmd_bench)
+
+    new = sub.add_parser(
+        "new-service",
+        help="create a service wired into everything: code, chart, workflow, skaffold, registry",
+    )
+    new.add_argument("name", help="lowercase letters and digits, starting with a letter (e.g. payments)")
+    new.add_argument("--port", type=int, default=None, help="local port (default: the next free one)")
+    new.add_argument(
+        "--reads",
+        action="append",
+        default=[],
+        metavar="SERVICE",
+        help="a service whose schema it may read (repeat, or separate with commas)",
+    )
+    new.set_defaults(func=cmd_new_service)
 
     db = sub.add_parser("db", help="the local database")
     db.add_argument("--database", default=LOCAL_DATABASE)
