@@ -198,7 +198,8 @@ def _user_token(fleet: Fleet) -> str:
 def _report(
     results: dict[str, Result], cold: float, warm: float, seconds: int, rounds: int, conns: int
 ) -> None:
-    print(f"\nGET {ENDPOINT} on orders, gunicorn {WORKERS} workers x {THREADS} threads; wrk 1 thread, {conns} connections,")
+    shape = f"gunicorn {WORKERS} workers x {THREADS} threads; wrk 1 thread, {conns} connections"
+    print(f"\nGET {ENDPOINT} on orders, {shape},")
     print(f"{rounds} interleaved rounds of {seconds} s each; medians.\n")
     print(f"  {'mode':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for result in results.values():
