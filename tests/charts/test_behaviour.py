@@ -201,3 +201,10 @@ def test_orders_gets_its_callees_url_and_its_read_only_database(renderer: Render
     # Service tokens name the service; end users' tokens carry the mesh-wide audience.
     assert variables["MESHAUTH_AUDIENCE"] == "orders,mesh"
     assert "CATALOG_URL" not in env(renderer.render("catalog"))
+
+
+def test_app_and_sidecar_scrape_targets_are_told_apart(renderer: Renderer) -> None:
+    rendered = renderer.render("orders", {"monitoring": {"serviceMonitor": {"enabled": True}}})
+    endpoints = rendered.one("ServiceMonitor")["spec"]["endpoints"]
+    labels = {e["path"]: e["relabelings"][0]["replacement"] for e in endpoints}
+    assert labels == {"/metrics": "app", "/metrics/sidecar": "sidecar"}

@@ -37,16 +37,24 @@ spec:
   selector:
     matchLabels:
       {{- include "django-service.labels.matchLabels" . | nindent 6 }}
+  # Both endpoints share the pod's port: an `endpoint` label tells their targets (and `up`) apart,
+  # the same labels the local Prometheus of `make test` uses.
   endpoints:
     - port: http
       path: /metrics
       interval: {{ $sm.interval }}
       scrapeTimeout: {{ $sm.scrapeTimeout }}
+      relabelings:
+        - targetLabel: endpoint
+          replacement: app
     {{- if include "django-service.config.sidecarEnabled" . }}
     - port: http
       path: /metrics/sidecar
       interval: {{ $sm.interval }}
       scrapeTimeout: {{ $sm.scrapeTimeout }}
+      relabelings:
+        - targetLabel: endpoint
+          replacement: sidecar
     {{- end }}
 {{- end -}}
 {{- end -}}
