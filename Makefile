@@ -46,3 +46,9 @@ clean: ## remove local state (.mesh/: database, logs) and caches
 dashboards: sync ## regenerate dashboards and alert rules, then draw PNG previews into docs/dashboards/
 	@$(UV) run --no-sync python -m mesh.observability generate
 	@$(UV) run --no-sync python -m mesh.observability render
+
+.PHONY: new-service
+new-service: sync ## add a fully wired service: make new-service NAME=payments [ARGS="--port 8004 --reads catalog"]
+	@test -n "$(NAME)" || { echo 'usage: make new-service NAME=payments [ARGS="--port 8004 --reads catalog"]'; exit 2; }
+	@$(UV) run --no-sync mesh new-service "$(NAME)" $(ARGS)
+	@$(UV) sync --all-packages --locked --quiet
