@@ -31,6 +31,7 @@ import pytest
 
 from mesh.bootstrap import drop_database
 from mesh.registry import load_registry
+from mesh.scaffold.names import next_port
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = load_registry(REPO)
@@ -139,7 +140,7 @@ def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Gene
     assert f"services/{NAME}/src/{NAME}/items/migrations/0001_initial.py" in new
     assert f"charts/{NAME}/files/dashboard.json" in new
     service = load_registry(generated.root)[NAME]
-    assert service.port == max(s.port for s in REGISTRY) + 1
+    assert service.port == next_port(REGISTRY)  # the next free one above the highest
     assert (service.schema, service.reads, service.calls) == (NAME, tuple(READS), ())
     assert f"created {NAME} (port {service.port}" in generated.output
 
