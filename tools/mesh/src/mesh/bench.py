@@ -38,6 +38,7 @@ from mesh.registry import Registry
 __all__ = ["run_bench"]
 
 ENDPOINT = "/api/v1/whoami"
+REAL_ENDPOINT = "/api/v1/orders"
 WORKERS = 2
 THREADS = 4
 PASSWORD = "bench-password-not-secret"  # noqa: S105 - a throwaway account in a throwaway database
@@ -75,8 +76,8 @@ def wrk(url: str, token: str | None, seconds: int, connections: int) -> tuple[fl
     if "Non-2xx" in out:
         raise RuntimeError(f"{url} answered errors under load:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     return rps, p50, p99
 
 
@@ -137,7 +138,7 @@ def run_bench(registry: Registry, seconds: int = 5, rounds: int = 3, connections
         fleet.up(progress=lambda line: print(f"[bench] {line}", flush=True), seed=True)
         token = _user_token(fleet)
         orders = fleet.registry["orders"]
-        targets = {"sidecar": f"{fleet.url('orders')}{ENDPOINT}"}
+        targets = {"sidecar": fleet.url("orders")}
         for mode in ("inprocess", "introspect"):
             port = free_port()
             proc = ManagedProcess(
@@ -149,19 +150,25 @@ def run_bench(registry: Registry, seconds: int = 5, rounds: int = 3, connections
             )
             proc.start()
             extra.append(proc)
-            targets[mode] = f"http://127.0.0.1:{port}{ENDPOINT}"
+            targets[mode] = f"http://127.0.0.1:{port}"
             wait_for_http(f"http://127.0.0.1:{port}/readyz", watch=[proc])
         plan = [
-            ("no auth (baseline)", targets["inprocess"], None),
-            ("in-process", targets["inprocess"], token),
-            ("sidecar", targets["sidecar"], token),
-            ("remote introspection", targets["introspect"], token),
+            ("no auth (baseline)", targets["inprocess"] + ENDPOINT, None),
+            ("in-process", targets["inprocess"] + ENDPOINT, token),
+            ("sidecar", targets["sidecar"] + ENDPOINT, token),
+            ("remote introspection", targets["introspect"] + ENDPOINT, token),
+            # A real endpoint (the caller's orders: session lookup, two queries, JSON): what the
+            # sidecar's hop costs when the app does actual work.
+            ("in-process, real", targets["inprocess"] + REAL_ENDPOINT, token),
+            ("sidecar, real", targets["sidecar"] + REAL_ENDPOINT, token),
         ]
-        for _, target, bearer in plan:  # every mode answers correctly before it is timed
+        for name, target, bearer in plan:  # every mode answers correctly before it is timed
             headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-            answer = httpx.get(target, headers=headers).json()
-            if answer["authenticated"] is not bool(bearer):
-                raise RuntimeError(f"{target} answered {answer} (token sent: {bool(bearer)})")
+            answer = httpx.get(target, headers=headers)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{name}: {target} answered {answer.status_code} {answer.text[:200]}")
+            if target.endswith(ENDPOINT) and answer.json()["authenticated"] is not bool(bearer):
+                raise RuntimeError(f"{target} answered {answer.text} (token sent: {bool(bearer)})")
         results = {name: Result(name, [], [], []) for name, _, _ in plan}
         for round_ in range(1, rounds + 1):
             for name, target, bearer in plan:
@@ -199,12 +206,12 @@ def _report(
     results: dict[str, Result], cold: float, warm: float, seconds: int, rounds: int, conns: int
 ) -> None:
     shape = f"gunicorn {WORKERS} workers x {THREADS} threads; wrk 1 thread, {conns} connections"
-    print(f"\nGET {ENDPOINT} on orders, {shape},")
+    print(f"\nGET {ENDPOINT} (and GET {REAL_ENDPOINT}: 'real') on orders, {shape},")
     print(f"{rounds} interleaved rounds of {seconds} s each; medians.\n")
-    print(f"  {'mode':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"  {'mode':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for result in results.values():
         print(
-            f"  {result.name:<22} {result.median_rps:>9.0f} {statistics.median(result.p50_ms):>8.2f}"
+            f"  {result.name:<24} {result.median_rps:>9.0f} {statistics.median(result.p50_ms):>8.2f}"
             f" {statistics.median(result.p99_ms):>8.2f}"
         )
     base = results["no auth (baseline)"].median_rps
@@ -213,7 +220,9 @@ def _report(
     remote = results["remote introspection"].median_rps
     print()
     print(f"  in-process / baseline     {inproc / base:.2f}   (target >= 0.90)")
-    print(f"  sidecar / in-process      {sidecar / inproc:.2f}   (target >= 0.75)")
+    print(f"  sidecar / in-process      {sidecar / inproc:.2f}   (target >= 0.75; whoami: no work at all)")
+    real = results["sidecar, real"].median_rps / results["in-process, real"].median_rps
+    print(f"  sidecar / in-process      {real:.2f}   (on {REAL_ENDPOINT})")
     slower = inproc / remote
     print(f"  in-process / introspection {slower:.1f}x  (how much slower the talk's per-request call is)")
     print(f"\n  raw Verifier, one core: {cold:,.0f} fresh tokens/s, {warm:,.0f} repeated token/s (cached)")
