@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
+
 from meshauth.django.ninja import MeshAuth
 
 customer = MeshAuth(kind="user")
