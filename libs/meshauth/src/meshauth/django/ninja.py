@@ -22,15 +22,25 @@ __all__ = ["MeshAuth"]
 
 
 class MeshAuth(HttpBearer):
-    """Require a principal of ``kind`` holding every one of ``scopes`` (documented as bearer auth)."""
+    """Require a principal of ``kind`` holding every one of ``scopes`` (documented as bearer auth).
 
-    def __init__(self, kind: Literal["user", "service"] = "user", scopes: Iterable[str] = ()) -> None:
+    ``audience`` additionally requires the token to name it in ``aud``: the middleware accepts every
+    audience in ``MESHAUTH_AUDIENCE``, while e.g. moving stock needs a token minted for catalog itself.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["user", "service"] = "user",
+        scopes: Iterable[str] = (),
+        audience: str | None = None,
+    ) -> None:
         super().__init__()
         self.kind: Literal["user", "service"] = kind
         self.scopes = tuple(scopes)
+        self.audience = audience
 
     def __call__(self, request: HttpRequest) -> Principal | None:
-        denial = authorize(request, self.kind, self.scopes)
+        denial = authorize(request, self.kind, self.scopes, self.audience)
         if denial is None:
             principal: Principal = request.principal  # type: ignore[attr-defined]
             return principal
