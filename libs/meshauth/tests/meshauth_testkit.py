@@ -79,7 +79,11 @@ class _Handler(BaseHTTPRequestHandler):
             # Read a streamed body to its end, as gunicorn does before Django sees the request.
             body = b""
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line:
+                    # The proxy gave up mid-body: this request never arrived whole.
+                    raise ConnectionResetError("the request body ended before its last chunk")
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     self.rfile.readline()
                     return body

@@ -187,7 +187,8 @@ def test_body_and_header_caps(start_sidecar: Any, upstream: Upstream) -> None:
     assert response.status_code == 413
     response = httpx.get(f"{sidecar.url}/api/v1/orders", headers={"X-Padding": "p" * 5000})
     assert response.status_code == 431
-    assert upstream.hits == 0
+    # A streamed body starts flowing before its size is known, but the app never gets it whole.
+    assert upstream.received == []
     assert httpx.post(f"{sidecar.url}/api/v1/orders", content=b"x" * 1000).status_code == 200
 
 
