@@ -6,7 +6,6 @@ so the tests never write into the working tree (other engineers share it).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -14,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import pytest
 import yaml
+
+from mesh.testing import tool_missing as mesh_tool_missing
 
 REPO = Path(__file__).resolve().parents[2]
 CHARTS = REPO / "charts"
@@ -50,11 +50,8 @@ def scenario_values(chart: str, scenario: str) -> dict[str, Any]:
 
 
 def tool_missing(name: str) -> None:
-    """A missing tool skips locally but fails in CI (CI=true), so CI can never pass without it."""
-    message = f"{name} is not available"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}, and CI=true: install it (see tests/charts/README.md)")
-    pytest.skip(message)
+    """A missing tool skips locally but fails in CI (CI=true); see tests/charts/README.md."""
+    mesh_tool_missing(f"{name} is not available")
 
 
 @dataclass

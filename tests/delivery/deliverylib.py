@@ -6,7 +6,6 @@ A missing checker skips locally but fails under CI=true, so CI can never pass wi
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from mesh.testing import tool_missing as mesh_tool_missing
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -38,10 +38,8 @@ VERSION_COMMENT = re.compile(r"#\s*v\d+\.\d+\.\d+\s*$")
 
 
 def tool_missing(what: str) -> None:
-    message = f"{what} is not available"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}, and CI=true: see docs/delivery.md (Tests)")
-    pytest.skip(message)
+    """A missing tool skips locally but fails in CI (CI=true); see docs/delivery.md (Tests)."""
+    mesh_tool_missing(f"{what} is not available")
 
 
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:

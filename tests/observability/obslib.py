@@ -6,11 +6,10 @@ modules both named `conftest` cannot be imported by name in one session.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-import pytest
+from mesh.testing import tool_missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,8 +19,5 @@ def require_tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
     if path:
         return path
-    message = f"{name} is not installed (Debian package prometheus)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    tool_missing(f"{name} is not installed (Debian package prometheus)")
     raise AssertionError("unreachable")

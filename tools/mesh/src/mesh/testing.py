@@ -16,7 +16,7 @@ import contextlib
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -25,9 +25,19 @@ from mesh.local import embedded_postgres
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service, find_root, load_registry
 
-__all__ = ["django_db_setup", "private_postgres", "test_admin_url"]
+__all__ = ["django_db_setup", "private_postgres", "test_admin_url", "tool_missing"]
 
 _state: dict[str, Any] = {}
+
+
+def tool_missing(message: str) -> NoReturn:
+    """A test's external tool is absent: skip on a laptop, fail under ``CI=true``.
+
+    CI installs every tool (`.ci/run`), so a green CI run can never hide a check that did not run.
+    """
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}, and CI=true: the CI run must install it")
+    pytest.skip(message)
 
 
 def test_admin_url() -> str:
