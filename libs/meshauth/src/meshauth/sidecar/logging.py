@@ -13,8 +13,9 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 __all__ = ["AccessLogger", "JsonFormatter", "configure_logging"]
 
-# Scrapes every 15 s and probes every few seconds would bury the requests that matter.
-QUIET_PREFIXES = ("/metrics", "/livez", "/readyz")
+# Scrapes every 15 s and probes every few seconds would bury the requests that matter. Exact paths:
+# with prefixes, ``/livezX/../api/v1/orders`` would leave no trace.
+QUIET_PATHS = frozenset({"/metrics", "/metrics/sidecar", "/livez", "/readyz"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,11 +37,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request, except ``/metrics*``, ``/livez`` and ``/readyz``."""
+    """One line per request, except ``/metrics``, ``/metrics/sidecar``, ``/livez`` and ``/readyz``."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         path = request.path
-        if path.startswith(QUIET_PREFIXES):
+        if path in QUIET_PATHS and request.raw_path.startswith(path):
             return
         self.logger.info(
             "%s %s %s",
