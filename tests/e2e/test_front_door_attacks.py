@@ -1,0 +1,82 @@
+"""Attacks on each service's front door (the sidecar, or gunicorn in-process), sent as raw bytes.
+
+A client library would normalise these requests; an attacker does not, so neither do these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import httpx
+
+from conftest import bearer, signup_and_login
+from mesh.fleet import Fleet
+
+
+def raw_request(port: int, request_line: str, headers: list[str] | None = None) -> tuple[int, bytes, Any]:
+    """Send ``request_line`` byte for byte; (status, body, parsed JSON body or None)."""
+    lines = [request_line, "Host: 127.0.0.1", *(headers or []), "Connection: close"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        while chunk := sock.recv(65_536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    return status, body, parsed
+
+
+def test_no_front_door_is_a_proxy_to_another_service(mesh: Fleet) -> None:
+    token = signup_and_login(mesh)["access_token"]
+    # What the other services answer when asked directly: none of it may come back through a front door.
+    genuine = {
+        "identity": "/.well-known/jwks.json",
+        "catalog": "/api/v1/products",
+    }
+    secrets = {}
+    for name, path in genuine.items():
+        answer = httpx.get(f"{mesh.url(name)}{path}")
+        assert answer.status_code == 200
+        secrets[name] = answer.content
+    attempts = 0
+    for front in mesh.ports:
+        for name, path in genuine.items():
+            if name == front:
+                continue
+            for port in (mesh.ports[name].app, mesh.ports[name].public):
+                for target in (f"//127.0.0.1:{port}{path}", f"http://127.0.0.1:{port}{path}"):
+                    for headers in ([], [f"Authorization: Bearer {token}"]):
+                        status, body, parsed = raw_request(
+                            mesh.ports[front].public, f"GET {target} HTTP/1.1", headers
+                        )
+                        attempts += 1
+                        where = f"{front} <- GET {target}"
+                        assert body != secrets[name], where
+                        assert 400 <= status < 500, where
+                        if mesh.mode == "sidecar":
+                            assert status == 400, where
+                            assert parsed["reason"] == "bad_request_target", where
+    # (identity -> catalog, catalog -> identity, orders -> both) x 2 ports x 2 forms x 2 auths
+    assert attempts == 4 * 2 * 2 * 2
+
+
+def test_a_probe_path_cannot_smuggle_an_api_call(mesh: Fleet) -> None:
+    # The sidecar used to treat `/livez/../api/v1/whoami` as a public probe, drop Authorization, and
+    # forward the resolved `/api/v1/whoami`. Refused now; in-process Django routes the literal path.
+    token = signup_and_login(mesh)["access_token"]
+    whoami = httpx.get(f"{mesh.url('orders')}/api/v1/whoami", headers=bearer(token))
+    assert whoami.status_code == 200
+    for target in ("/livez/../api/v1/whoami", "/livez/%2e%2e/api/v1/whoami", "/livezX/../api/v1/orders"):
+        status, body, parsed = raw_request(
+            mesh.ports["orders"].public, f"GET {target} HTTP/1.1", [f"Authorization: Bearer {token}"]
+        )
+        assert status in (400, 404), target
+        assert b'"authenticated"' not in body, target
+        if mesh.mode == "sidecar":
+            assert (status, parsed["reason"]) == (400, "path_not_normalized"), target
