@@ -76,6 +76,7 @@ class SidecarConfig:
     http_timeout: float = 2.0
     jwks_cache_file: str = ""
     upstream_timeout: float = 60.0
+    body_timeout: float = 30.0
     upstream_connections: int = 100
     shutdown_timeout: float = 15.0
 
@@ -111,6 +112,7 @@ class SidecarConfig:
             jwks_cache_file=os.environ.get("MESHAUTH_JWKS_CACHE_FILE", ""),
             http_timeout=env_number("MESHAUTH_HTTP_TIMEOUT", "2"),
             upstream_timeout=env_number("MESHAUTH_SIDECAR_UPSTREAM_TIMEOUT", "60"),
+            body_timeout=env_number("MESHAUTH_SIDECAR_BODY_TIMEOUT", "30"),
             upstream_connections=int(env_number("MESHAUTH_SIDECAR_UPSTREAM_CONNECTIONS", "100")),
             shutdown_timeout=env_number("MESHAUTH_SIDECAR_SHUTDOWN_TIMEOUT", "15"),
         )

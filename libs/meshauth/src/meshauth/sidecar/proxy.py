@@ -19,7 +19,9 @@ Per request:
 6. ``X-Request-ID`` is kept when sane, generated otherwise, and echoed on the response;
    ``X-Forwarded-For`` gets the peer appended, ``X-Forwarded-Proto`` is kept or set.
 
-Bodies stream both ways; upstream connections are pooled.
+Request bodies are read whole (within ``max_body_bytes`` and ``body_timeout``: 413 / 408) before
+the app is asked, so slow clients cost the sidecar a coroutine and never an app worker; responses
+stream back; upstream connections are pooled.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Final
 
 import aiohttp
@@ -73,15 +74,19 @@ HOP_BY_HOP: Final = frozenset(
         "upgrade",
     }
 )
-# Set by the sidecar itself: the inbound values are replaced, not passed along.
-_REPLACED: Final = frozenset({"authorization", "x-request-id", "x-forwarded-for", "x-forwarded-proto"})
+# Set by the sidecar itself: the inbound values are replaced, not passed along. ``Expect`` is answered
+# here (the body is read before the app is asked).
+_REPLACED: Final = frozenset(
+    {"authorization", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "expect"}
+)
 _SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BUFFER_LIMIT: Final = 65_536
-_CHUNK: Final = 65_536
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyRefused(Exception):
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
 
 
 def _json_response(
@@ -239,9 +244,17 @@ class Sidecar:
                 principal, token = await self._authenticate(inbound)
             except InvalidToken as exc:
                 return _denial(exc, request_id)
-        return await self._forward(
-            request, target, self._upstream_headers(request, principal, token, request_id), request_id
-        )
+        body: bytes | None = None
+        if request.body_exists:
+            try:
+                body = await self._read_body(request)
+            except _BodyRefused as exc:
+                self.metrics.rejected_requests.labels(exc.reason).inc()
+                response = _json_response(exc.status, exc.reason, exc.detail, request_id)
+                response.force_close()  # the rest of the body is not worth waiting for
+                return response
+        headers = self._upstream_headers(request, principal, token, request_id)
+        return await self._forward(request, target, headers, body, request_id)
 
     async def _authenticate(self, inbound: CIMultiDictProxy[str]) -> tuple[Principal | None, str | None]:
         values = inbound.getall("Authorization", [])
@@ -281,17 +294,44 @@ class Sidecar:
         out["X-Forwarded-Proto"] = proto if proto in ("http", "https") else request.scheme
         return out
 
-    async def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes]:
-        # Streams the body through, counting, so a chunked upload cannot exceed the cap either.
-        seen = 0
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            seen += len(chunk)
-            if seen > self.config.max_body_bytes:
-                raise _BodyTooLarge
-            yield chunk
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole request body, read before the app is involved (as nginx buffers requests).
+
+        An app worker is taken only once the body is here: a client dribbling its body ties up a
+        coroutine of the sidecar (for at most ``body_timeout``), never a gunicorn worker. A chunked
+        body is counted as it arrives, so it cannot exceed the cap either.
+        """
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            # The headers passed every check: the client may send the body now.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        limit = self.config.max_body_bytes
+        length = request.content_length
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                if length is not None:
+                    return await request.content.readexactly(length)
+                buffer = bytearray()
+                async for chunk in request.content.iter_any():
+                    buffer += chunk
+                    if len(buffer) > limit:
+                        raise _BodyRefused(413, "body_too_large", "The request body is too large.")
+                return bytes(buffer)
+        except TimeoutError:
+            raise _BodyRefused(
+                408, "body_timeout", f"The request body did not arrive within {self.config.body_timeout:g} s."
+            ) from None
+        except (asyncio.IncompleteReadError, web.RequestPayloadError, ConnectionError):
+            raise _BodyRefused(
+                400, "body_incomplete", "The request body ended early or is malformed."
+            ) from None
 
     async def _forward(
-        self, request: web.BaseRequest, target: Target, headers: CIMultiDict[str], request_id: str
+        self,
+        request: web.BaseRequest,
+        target: Target,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        request_id: str,
     ) -> web.StreamResponse:
         assert self._session is not None, "start() was not awaited"  # noqa: S101 - programming error
         scheme, host, port = self._origin
@@ -304,17 +344,16 @@ class Sidecar:
             query_string=target.raw_query,
             encoded=True,
         )
-        has_body = request.body_exists
         # A pooled connection the app just closed fails before anything was sent: a request
         # without a body can safely be tried once more on a fresh connection.
-        attempts = 1 if has_body else 2
+        attempts = 1 if body is not None else 2
         for attempt in range(attempts):
             try:
                 upstream = await self._session.request(
                     request.method,
                     url,
                     headers=headers,
-                    data=self._body(request) if has_body else None,
+                    data=body,
                     allow_redirects=False,
                     compress=None,
                 )
@@ -322,15 +361,9 @@ class Sidecar:
             except aiohttp.ServerDisconnectedError:
                 if attempt == attempts - 1:
                     return self._upstream_error("disconnected", 502, request_id)
-            except _BodyTooLarge:
-                self.metrics.rejected_requests.labels("body_too_large").inc()
-                return _json_response(413, "body_too_large", "The request body is too large.", request_id)
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 return self._upstream_error("timeout", 504, request_id)
-            except aiohttp.ClientError as exc:
-                if isinstance(exc.__cause__, _BodyTooLarge) or isinstance(exc.__context__, _BodyTooLarge):
-                    self.metrics.rejected_requests.labels("body_too_large").inc()
-                    return _json_response(413, "body_too_large", "The request body is too large.", request_id)
+            except aiohttp.ClientError:
                 # Nothing listens: the app is down or restarting, which is a 503 (as Envoy answers),
                 # not a bad gateway; clients and load balancers retry a 503.
                 return self._upstream_error("connect", 503, request_id)
