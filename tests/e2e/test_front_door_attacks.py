@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
-from conftest import bearer, signup_and_login
+from conftest import bearer, signup_and_login, start_fleet, stop_fleet
 from mesh.fleet import Fleet
+from mesh.registry import Registry
 
 
 def raw_request(port: int, request_line: str, headers: list[str] | None = None) -> tuple[int, bytes, Any]:
@@ -80,3 +84,47 @@ def test_a_probe_path_cannot_smuggle_an_api_call(mesh: Fleet) -> None:
         assert b'"authenticated"' not in body, target
         if mesh.mode == "sidecar":
             assert (status, parsed["reason"]) == (400, "path_not_normalized"), target
+
+
+@pytest.fixture(scope="module")
+def identity_alone(
+    mesh_registry: Registry, admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """identity by itself behind its sidecar, with gunicorn's 2 workers: the service slow clients target."""
+    fleet = start_fleet(mesh_registry, admin_url, tmp_path_factory.mktemp("slow"), only=("identity",))
+    try:
+        yield fleet
+    finally:
+        stop_fleet(fleet)
+
+
+def test_slow_bodies_do_not_take_identity_down(identity_alone: Fleet) -> None:
+    # Eight connections (four times gunicorn's workers) announce a 1000-byte refresh and send one byte
+    # a second. The sidecar holds the bodies; the app's workers keep answering the JWKS and probes.
+    port = identity_alone.ports["identity"].public
+    url = identity_alone.url("identity")
+    slow = []
+    for _ in range(8):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(
+            b"POST /api/v1/auth/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        slow.append(sock)
+    try:
+        answered = 0
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            for sock in slow:
+                sock.sendall(b" ")
+            jwks = httpx.get(f"{url}/.well-known/jwks.json", timeout=5)
+            livez = httpx.get(f"{url}/livez", timeout=5)
+            assert jwks.status_code == 200
+            assert jwks.json()["keys"]
+            assert livez.status_code == 200
+            answered += 1
+            time.sleep(1)
+        assert answered >= 3
+    finally:
+        for sock in slow:
+            sock.close()
