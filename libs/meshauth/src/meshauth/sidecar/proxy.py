@@ -225,6 +225,10 @@ class Sidecar:
         request_id = _request_id(request)
         if self.shutting_down:
             return _json_response(503, "shutting_down", "The service is restarting.", request_id)
+        if len(request.raw_headers) > self.config.max_headers:
+            self.metrics.rejected_requests.labels("too_many_headers").inc()
+            detail = f"Send at most {self.config.max_headers} header fields."
+            return _json_response(431, "too_many_headers", detail, request_id)
         if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > self.config.max_header_bytes:
             auth = inbound.getall("Authorization", [])
             if any(len(value) > self.config.max_token_bytes for value in auth):
@@ -433,9 +437,9 @@ def create_server(sidecar: Sidecar) -> web.Server:
     """An aiohttp low-level server running ``sidecar.handle`` (parser limits from the config)."""
     config = sidecar.config
     # The parser's header-field limit is generous on purpose: the handler enforces the real cap and
-    # answers it in JSON (an oversized token as 401 too_large, other headers as 431). The request line
-    # and the header count are the parser's to refuse (SidecarServer answers 414 / 431 in JSON); the
-    # line holds the method and version too, the handler enforces the target's own length exactly.
+    # answers it in JSON (an oversized token as 401 too_large, other headers as 431). A request line
+    # far too long is the parser's to refuse (SidecarServer answers 414 in JSON); the line holds the
+    # method and version too, the handler enforces the target's own length exactly.
     max_line = config.max_url_bytes + 64
     max_field = max(8190, max(config.max_header_bytes, config.max_token_bytes) * 4)
     return SidecarServer(
@@ -445,5 +449,7 @@ def create_server(sidecar: Sidecar) -> web.Server:
         max_line_size=max_line,
         # Distinct from max_line_size: the overflowing limit tells a long target from a long header.
         max_field_size=max_field if max_field != max_line else max_field + 1,
-        max_headers=config.max_headers,
+        # The handler counts exactly (the parser's count is off by its own bookkeeping); far above
+        # the cap, the parser stops reading and SidecarServer answers the same 431.
+        max_headers=config.max_headers * 2,
     )
