@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,13 @@ def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _list(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc} (a comma-separated list of addresses or CIDRs)") from None
+
+
 def _host_port(name: str, raw: str) -> tuple[str, int]:
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit():
@@ -77,6 +85,7 @@ class SidecarConfig:
     jwks_cache_file: str = ""
     upstream_timeout: float = 60.0
     body_timeout: float = 30.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     upstream_connections: int = 100
     shutdown_timeout: float = 15.0
 
@@ -113,6 +122,9 @@ class SidecarConfig:
             http_timeout=env_number("MESHAUTH_HTTP_TIMEOUT", "2"),
             upstream_timeout=env_number("MESHAUTH_SIDECAR_UPSTREAM_TIMEOUT", "60"),
             body_timeout=env_number("MESHAUTH_SIDECAR_BODY_TIMEOUT", "30"),
+            trusted_proxies=_networks(
+                "MESHAUTH_SIDECAR_TRUSTED_PROXIES", env("MESHAUTH_SIDECAR_TRUSTED_PROXIES", "")
+            ),
             upstream_connections=int(env_number("MESHAUTH_SIDECAR_UPSTREAM_CONNECTIONS", "100")),
             shutdown_timeout=env_number("MESHAUTH_SIDECAR_SHUTDOWN_TIMEOUT", "15"),
         )

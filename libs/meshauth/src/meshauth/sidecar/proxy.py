@@ -17,7 +17,9 @@ Per request:
    and the ``Authorization`` header (the app may need the token for profile lookups).
    No token -> forwarded anonymously, without principal headers: the app decides per view.
 6. ``X-Request-ID`` is kept when sane, generated otherwise, and echoed on the response;
-   ``X-Forwarded-For`` gets the peer appended, ``X-Forwarded-Proto`` is kept or set.
+   ``X-Forwarded-For`` gets the peer appended. ``X-Forwarded-Proto`` is the sidecar's own scheme,
+   or the inbound value when the peer is a trusted proxy (``MESHAUTH_SIDECAR_TRUSTED_PROXIES``, the
+   ingress): the app (gunicorn trusts the sidecar) takes it for ``request.is_secure()``.
 
 Request bodies are read whole (within ``max_body_bytes`` and ``body_timeout``: 413 / 408) before
 the app is asked, so slow clients cost the sidecar a coroutine and never an app worker; responses
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import re
@@ -76,8 +79,17 @@ HOP_BY_HOP: Final = frozenset(
 )
 # Set by the sidecar itself: the inbound values are replaced, not passed along. ``Expect`` is answered
 # here (the body is read before the app is asked).
+# gunicorn reads any of the three scheme headers from its trusted peer (the sidecar): none may pass.
 _REPLACED: Final = frozenset(
-    {"authorization", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "expect"}
+    {
+        "authorization",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-protocol",
+        "x-forwarded-ssl",
+        "expect",
+    }
 )
 _SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BUFFER_LIMIT: Final = 65_536
@@ -104,6 +116,14 @@ def _denial(exc: InvalidToken, request_id: str) -> web.Response:
     return _json_response(
         401, exc.reason, exc.detail, request_id, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     )
+
+
+def _is_trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _request_id(request: web.BaseRequest) -> str:
@@ -294,8 +314,11 @@ class Sidecar:
         peer = request.remote or ""
         forwarded_for = ", ".join(inbound.getall("X-Forwarded-For", []))
         out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-        proto = inbound.get("X-Forwarded-Proto", "").lower()
-        out["X-Forwarded-Proto"] = proto if proto in ("http", "https") else request.scheme
+        proto = request.scheme
+        if self.config.trusted_proxies and _is_trusted(peer, self.config.trusted_proxies):
+            claimed = inbound.get("X-Forwarded-Proto", "").lower()
+            proto = claimed if claimed in ("http", "https") else proto
+        out["X-Forwarded-Proto"] = proto
         return out
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
