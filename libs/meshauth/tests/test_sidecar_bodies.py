@@ -16,7 +16,7 @@ from meshauth_testkit import RawResponse, Upstream
 
 
 def metric(sidecar: SidecarProcess, name: str) -> float:
-    text = httpx.get(f"{sidecar.url}/metrics/sidecar").text
+    text = httpx.get(f"{sidecar.metrics_url}/metrics/sidecar").text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 

@@ -141,7 +141,7 @@ def test_probe_paths_match_exactly(sidecar: SidecarProcess, upstream: Upstream) 
     # Unmeasured and unlogged: exactly the probe paths; a look-alike is measured and logged.
     httpx.get(f"{sidecar.url}/livezX/orders")
     httpx.get(f"{sidecar.url}/readyz")
-    metrics = httpx.get(f"{sidecar.url}/metrics/sidecar").text
+    metrics = httpx.get(f"{sidecar.metrics_url}/metrics/sidecar").text
     counted = [
         line
         for line in metrics.splitlines()
@@ -208,3 +208,22 @@ def test_malformed_requests_get_json_and_one_warning_line(
     assert len(warnings) == 1, new_lines
     assert "malformed request" in warnings[0]["message"]
     assert not [line for line in new_lines if "exc_info" in line or line["level"] == "ERROR"]
+
+
+def test_metrics_are_on_their_own_listener_only(
+    shared: tuple[SidecarProcess, FakeIdentity, Upstream, Upstream],
+) -> None:
+    sidecar, _, upstream, _ = shared
+    scraped = httpx.get(f"{sidecar.metrics_url}/metrics/sidecar")
+    assert scraped.status_code == 200
+    assert "meshauth_sidecar_request_duration_seconds" in scraped.text
+    # The public port has no metrics of its own: the path is the app's to answer like any other.
+    public = httpx.get(f"{sidecar.url}/metrics/sidecar")
+    assert "meshauth_sidecar_" not in public.text
+    assert public.json()["path"] == "/metrics/sidecar"  # the echo app got it, as any unknown path
+    # The metrics listener forwards nothing.
+    hits = upstream.hits
+    for path in ("/api/v1/orders", "/metrics", "/livez", "//127.0.0.1:1/x"):
+        response = raw_request(sidecar.metrics_port, f"GET {path} HTTP/1.1")
+        assert response.status in (400, 404), path
+    assert upstream.hits == hits

@@ -67,6 +67,10 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
 
 
 bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # noqa: S104 - a pod listens on its own IP
+# The internal port (/metrics, the admin): a second listener, so the public port never serves them
+# (meshkit.probes tells the two apart by the listening socket).
+if get_env("METRICS_BIND", ""):
+    bind.append(get_env("METRICS_BIND"))
 workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
 threads = get_env("GUNICORN_THREADS", 1, cast=int)
 timeout = get_env("GUNICORN_TIMEOUT", 30, cast=int)

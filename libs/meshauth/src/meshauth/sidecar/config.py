@@ -88,12 +88,17 @@ class SidecarConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     upstream_connections: int = 100
     shutdown_timeout: float = 15.0
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
+    metrics_port: int = 9091
 
     @classmethod
     def from_env(cls) -> SidecarConfig:
         """Read and validate the environment; raises :class:`ConfigError`."""
         listen_host, listen_port = _host_port(
             "MESHAUTH_SIDECAR_LISTEN", env("MESHAUTH_SIDECAR_LISTEN", "0.0.0.0:8000")
+        )
+        metrics_host, metrics_port = _host_port(
+            "MESHAUTH_SIDECAR_METRICS_LISTEN", env("MESHAUTH_SIDECAR_METRICS_LISTEN", "0.0.0.0:9091")
         )
         upstream = env("MESHAUTH_SIDECAR_UPSTREAM", "http://127.0.0.1:8080").rstrip("/")
         parts = urlsplit(upstream)
@@ -103,7 +108,7 @@ class SidecarConfig:
             listen_host=listen_host,
             listen_port=listen_port,
             upstream=upstream,
-            public_paths=_list(env("MESHAUTH_PUBLIC_PATHS", "/livez,/readyz,/metrics")),
+            public_paths=_list(env("MESHAUTH_PUBLIC_PATHS", "/livez,/readyz")),
             issuer=env("MESHAUTH_ISSUER"),
             audience=_list(env("MESHAUTH_AUDIENCE")),
             jwks_url=env("MESHAUTH_JWKS_URL"),
@@ -127,9 +132,13 @@ class SidecarConfig:
             ),
             upstream_connections=int(env_number("MESHAUTH_SIDECAR_UPSTREAM_CONNECTIONS", "100")),
             shutdown_timeout=env_number("MESHAUTH_SIDECAR_SHUTDOWN_TIMEOUT", "15"),
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
         if not config.audience:
             raise ConfigError("Set the environment variable MESHAUTH_AUDIENCE.")
+        if (config.metrics_host, config.metrics_port) == (config.listen_host, config.listen_port):
+            raise ConfigError("MESHAUTH_SIDECAR_METRICS_LISTEN must differ from MESHAUTH_SIDECAR_LISTEN.")
         if config.leeway > MAX_LEEWAY:
             raise ConfigError(f"MESHAUTH_LEEWAY must be at most {MAX_LEEWAY} seconds.")
         if any(not path.startswith("/") for path in config.public_paths):

@@ -13,9 +13,9 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 __all__ = ["AccessLogger", "JsonFormatter", "configure_logging"]
 
-# Scrapes every 15 s and probes every few seconds would bury the requests that matter. Exact paths:
-# with prefixes, ``/livezX/../api/v1/orders`` would leave no trace.
-QUIET_PATHS = frozenset({"/metrics", "/metrics/sidecar", "/livez", "/readyz"})
+# Probes every few seconds would bury the requests that matter (scrapes go to the metrics listener,
+# which has no access log). Exact paths: with prefixes, ``/livezX/../api/v1/orders`` would hide.
+QUIET_PATHS = frozenset({"/livez", "/readyz"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request, except ``/metrics``, ``/metrics/sidecar``, ``/livez`` and ``/readyz``."""
+    """One line per request, except ``/livez`` and ``/readyz``."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         path = request.path

@@ -5,7 +5,9 @@ Per request:
 0. The request target must be a plain path (:mod:`meshauth.sidecar.target`): the sidecar only ever
    talks to its own app, at the fixed ``MESHAUTH_SIDECAR_UPSTREAM``; every other form is a 400.
    Decisions below are made on the decoded path the app will route.
-1. ``/metrics/sidecar`` is answered here (the sidecar's own registry); nothing else is.
+1. Nothing is answered here but refusals: the sidecar's own metrics (``/metrics/sidecar``) are on a
+   separate listener (``MESHAUTH_SIDECAR_METRICS_LISTEN``, :func:`create_metrics_server`) that the
+   Service's public port and the Ingress never reach.
 2. Requests with more header bytes than ``max_header_bytes`` get 431, bodies over
    ``max_body_bytes`` get 413, before anything reaches the app.
 3. Every inbound identity header is dropped (:func:`meshauth.headers.is_identity_header`).
@@ -55,14 +57,14 @@ from meshauth.sidecar.protocol import SidecarServer
 from meshauth.sidecar.target import BadTarget, Target, parse_target
 from meshauth.verifier import Verifier
 
-__all__ = ["METRICS_PATH", "Sidecar"]
+__all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
 
 log = logging.getLogger("meshauth.sidecar")
 
 METRICS_PATH: Final = "/metrics/sidecar"
-# Probe and scrape traffic would drown the signal in the request metrics and the access log.
-# Exact paths: a prefix would let ``/livezX/...`` hide from both.
-UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz", "/metrics"})
+# Probe traffic would drown the signal in the request metrics and the access log. Exact paths: a
+# prefix would let ``/livezX/...`` hide from both. (Scrapes go to the metrics listener.)
+UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz"})
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HOP_BY_HOP: Final = frozenset(
     {
@@ -223,9 +225,6 @@ class Sidecar:
             self.metrics.rejected_requests.labels(exc.reason).inc()
             return _json_response(exc.status, exc.reason, exc.detail, _request_id(request))
         path = target.path
-        if path == METRICS_PATH:
-            body = generate_latest(self.metrics.registry)
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         if path in UNMEASURED_PATHS:
             return await self._serve(request, target)
         start = time.perf_counter()
@@ -239,6 +238,13 @@ class Sidecar:
             self.metrics.active_requests.dec()
             method = request.method if request.method in KNOWN_METHODS else "_OTHER"
             self.metrics.request_duration.labels(method, str(status)).observe(time.perf_counter() - start)
+
+    async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The metrics listener's handler: ``GET /metrics/sidecar`` and nothing else."""
+        if request.path != METRICS_PATH or request.method not in ("GET", "HEAD"):
+            return _json_response(404, "not_found", "Not found.", _request_id(request))
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _serve(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         inbound = request.headers
@@ -476,3 +482,8 @@ def create_server(sidecar: Sidecar) -> web.Server:
         # the cap, the parser stops reading and SidecarServer answers the same 431.
         max_headers=config.max_headers * 2,
     )
+
+
+def create_metrics_server(sidecar: Sidecar) -> web.Server:
+    """The metrics listener: ``/metrics/sidecar`` for Prometheus, on its own port (no access log)."""
+    return SidecarServer(sidecar.handle_metrics, access_log=None)
