@@ -128,3 +128,20 @@ def test_slow_bodies_do_not_take_identity_down(identity_alone: Fleet) -> None:
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_metrics_are_not_served_on_the_public_port(mesh: Fleet) -> None:
+    for name in mesh.ports:
+        for path in ("/metrics", "/metrics/sidecar", "/metrics/"):
+            response = httpx.get(f"{mesh.url(name)}{path}")
+            assert response.status_code == 404, (name, path)
+            assert "_seconds" not in response.text, (name, path)
+        scraped = httpx.get(mesh.metrics_url(name))
+        assert scraped.status_code == 200
+        assert "http_server_request_duration_seconds" in scraped.text
+        # The internal port is not a second way into the API.
+        assert httpx.get(mesh.metrics_url(name).replace("/metrics", "/api/v1/products")).status_code == 404
+        if mesh.mode == "sidecar":
+            sidecar = httpx.get(mesh.metrics_url(name, "sidecar"))
+            assert sidecar.status_code == 200
+            assert "meshauth_sidecar_request_duration_seconds" in sidecar.text
