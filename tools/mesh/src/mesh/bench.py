@@ -144,7 +144,13 @@ def run_bench(registry: Registry, seconds: int = 5, rounds: int = 3, connections
             proc = ManagedProcess(
                 name=f"orders-{mode}",
                 argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", "orders.wsgi"),
-                env={**fleet.env(orders), "MESHAUTH_MODE": mode, "GUNICORN_BIND": f"127.0.0.1:{port}"},
+                env={
+                    **fleet.env(orders),
+                    "MESHAUTH_MODE": mode,
+                    "GUNICORN_BIND": f"127.0.0.1:{port}",
+                    # Its own internal port: the fleet's orders holds the one in fleet.env().
+                    "METRICS_BIND": f"127.0.0.1:{free_port()}",
+                },
                 log_path=run_dir / f"orders-{mode}.log",
                 cwd=registry.service_dir("orders"),
             )
