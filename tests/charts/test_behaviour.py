@@ -255,3 +255,16 @@ def test_metrics_and_the_admin_are_off_the_ingress(renderer: Renderer, chart: st
         assert sidecar["MESHAUTH_SIDECAR_TRUSTED_PROXIES"] == "10.1.0.0/16"
     else:
         assert app["GUNICORN_FORWARDED_ALLOW_IPS"] == "127.0.0.1,10.1.0.0/16"
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_in_process_the_ingress_buffers_request_bodies(renderer: Renderer, chart: str) -> None:
+    # In-process, no sidecar reads the body before a gunicorn worker is taken: the ingress must.
+    values = scenario_values(chart, "production")
+    annotation = "nginx.ingress.kubernetes.io/proxy-request-buffering"
+    inprocess = renderer.render(chart, {**values, "auth": {"mode": "inprocess"}})
+    annotations = inprocess.one("Ingress")["metadata"]["annotations"]
+    assert annotations[annotation] == "on"
+    assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"  # the user's stay
+    sidecar = renderer.render(chart, {**values, "auth": {"mode": "sidecar"}})
+    assert annotation not in sidecar.one("Ingress")["metadata"]["annotations"]  # the sidecar buffers
