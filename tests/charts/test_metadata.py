@@ -226,3 +226,38 @@ def test_readmes_say_how_to_install_and_where_the_runbooks_are() -> None:
         assert f"helm install {chart} charts/{chart}" in readme
         assert "docs/runbooks.md" in readme
         assert "| `image.repository`" in readme
+
+
+# --- alert links ----------------------------------------------------------------------------------------
+
+
+def alert_annotations(rendered: Rendered) -> list[dict[str, str]]:
+    rule = rendered.one("PrometheusRule")
+    return [r["annotations"] for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_alerts_link_the_grafana_of_monitoring_grafana_url(renderer: Renderer, chart: str) -> None:
+    base = "https://grafana.example.com/grafana"
+    values = {"monitoring": {"prometheusRule": {"enabled": True}, "grafanaUrl": f"{base}/"}}
+    annotations = alert_annotations(renderer.render(chart, values))
+    assert len(annotations) >= 8
+    for annotation in annotations:
+        assert annotation["dashboard_url"].startswith(f"{base}/d/mesh-{chart}?var-namespace="), annotation
+        assert "/docs/runbooks.md#" in annotation["runbook_url"]
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_without_grafana_url_alerts_keep_the_generated_link(renderer: Renderer, chart: str) -> None:
+    rules = yaml.safe_load((CHARTS / chart / "files" / "rules.yaml").read_text())
+    generated = [r["annotations"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    rendered = alert_annotations(
+        renderer.render(chart, {"monitoring": {"prometheusRule": {"enabled": True}}})
+    )
+    assert rendered == generated
+
+
+@pytest.mark.parametrize("url", ["grafana.example.com", "ftp://grafana", "https://a b"])
+def test_schema_rejects_a_grafana_url_that_is_not_one(renderer: Renderer, url: str) -> None:
+    with pytest.raises(helm.HelmError, match="grafanaUrl"):
+        renderer.render("orders", {"monitoring": {"grafanaUrl": url}})
