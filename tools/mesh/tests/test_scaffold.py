@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import re
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import yaml
 from mesh import cli
 from mesh.registry import find_root, load_registry
 from mesh.scaffold import ConcurrentEdit, plan, prepare, transaction
-from mesh.scaffold.plan import TEMPLATES, ServiceSpec, render, render_tree
+from mesh.scaffold.plan import TEMPLATES, PlanError, ServiceSpec, lock, render, render_tree
 from mesh.scaffold.transaction import write_all_or_nothing
 
 REPO = find_root(Path(__file__).parent)
@@ -345,6 +346,23 @@ def test_once_the_index_was_reached_it_locks_with_no_network(
     cut_off_the_network(monkeypatch)
     assert new_service("invoices") == 0  # the offline attempt, from what the first lock cached
     assert "invoices" in locked_versions(repo)
+
+
+def test_a_lock_that_would_move_another_services_versions_is_refused(repo: Path) -> None:
+    # A new member that cannot live with a locked version: uv would move it for every service.
+    lockfile = (repo / "uv.lock").read_text()
+    pyyaml = locked_versions(repo)["pyyaml"]
+    member = Path("services/payments/pyproject.toml")
+    pyproject = f"""[project]
+name = "payments"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["pyyaml!={pyyaml}"]
+"""
+    with pytest.raises(
+        PlanError, match=rf"uv lock would move versions the fleet runs: .*\bpyyaml {re.escape(pyyaml)}\b"
+    ):
+        lock(repo, lockfile, {member: pyproject})
 
 
 # -- the templates against what they were made from ----------------------------------------------------

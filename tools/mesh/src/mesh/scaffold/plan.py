@@ -212,11 +212,9 @@ def _last_line(result: subprocess.CompletedProcess[str]) -> str:
     return (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1].strip()
 
 
-def _locked_versions(lockfile: str) -> dict[str, str]:
-    return {
-        package["name"]: str(package.get("version", ""))
-        for package in tomllib.loads(lockfile).get("package", [])
-    }
+def _locked_versions(lockfile: str) -> set[tuple[str, str]]:
+    # A set of (name, version): a lock may hold one package in two versions (split by markers).
+    return {(p["name"], str(p.get("version", ""))) for p in tomllib.loads(lockfile).get("package", [])}
 
 
 def lock(root: Path, lockfile: str, pyprojects: dict[Path, str]) -> str:
@@ -258,10 +256,11 @@ def lock(root: Path, lockfile: str, pyprojects: dict[Path, str]) -> str:
                 "or HTTPS_PROXY) and run it again"
             )
         locked = (workspace / "uv.lock").read_text()
-    before, after = _locked_versions(lockfile), _locked_versions(locked)
-    moved = sorted(f"{n} {v} -> {after.get(n, 'removed')}" for n, v in before.items() if after.get(n) != v)
+    moved = sorted(
+        f"{name} {version}" for name, version in _locked_versions(lockfile) - _locked_versions(locked)
+    )
     if moved:
-        raise PlanError(f"uv lock would change versions the fleet runs: {', '.join(moved)}")
+        raise PlanError(f"uv lock would move versions the fleet runs: {', '.join(moved)}")
     return locked
 
 
