@@ -4,9 +4,9 @@ the chart, workflow and consistency suites, and `mesh up` serving the whole flee
 
 The copy is the working tree as it is (tracked and untracked files, not ignored ones), so work in
 progress of other engineers is part of what must keep passing. It gets its own venv (`uv sync
---offline --locked`, a few seconds): the workspace packages of the shared venv are installed editable from the shared tree, so
-only a venv of the copy's own imports the copy's sources, and `--locked` proves on the way that the
-generated uv.lock matches the generated pyproject files.
+--offline --locked`, a few seconds): the workspace packages of the shared venv are installed
+editable from the shared tree, so only a venv of the copy's own imports the copy's sources, and
+`--locked` proves on the way that the generated uv.lock matches the generated pyproject files.
 
 `mesh new-service` runs with a uv cache of its own that starts empty, as on a fresh machine: it must
 lock from the package index. The copy's venv then comes from the cache `make sync` filled (the new
