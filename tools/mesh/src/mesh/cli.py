@@ -1,6 +1,6 @@
 """The `mesh` command: run the fleet locally and manage its database.
 
-mesh up [--mode sidecar|inprocess] [--only NAME ...]
+mesh up [--mode sidecar|inprocess] [--only NAME ...] [--pooler]
 mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
 mesh new-service NAME [--port N] [--reads SERVICE ...]
 """
@@ -44,6 +44,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         workers=args.workers,
         only=tuple(args.only),
         port_offset=args.port_offset,
+        pooler=args.pooler,
     )
     stop = threading.Event()
 
@@ -62,6 +63,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                     if not proc.alive():
                         _say(f"{proc.name} exited; last lines of {proc.log_path}:\n{proc.tail()}")
                         stop.set()
+            pooler = fleet.pgbouncer.process if fleet.pgbouncer else None
+            if pooler is not None and not pooler.alive():
+                _say(f"pgbouncer exited; last lines of {pooler.log_path}:\n{pooler.tail()}")
+                stop.set()
             stop.wait(1.0)
     except Exception as exc:  # noqa: BLE001 - report and clean up whatever failed
         _say(f"failed: {exc}")
@@ -187,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="add this to every port, to run a second mesh beside one",
+    )
+    up.add_argument(
+        "--pooler",
+        action="store_true",
+        help="put PgBouncer (transaction pooling) between every service and PostgreSQL",
     )
     up.set_defaults(func=cmd_up)
 
