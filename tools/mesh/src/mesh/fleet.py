@@ -211,7 +211,8 @@ class Fleet:
         progress(f"bootstrapping database {self.database} (schemas, roles, grants)")
         self.bootstrap()
         if self.pgbouncer is not None:
-            progress(f"starting PgBouncer ({self.pgbouncer.pool_mode} pooling) on 127.0.0.1:{self.pgbouncer.port}")
+            pooler = self.pgbouncer
+            progress(f"starting PgBouncer ({pooler.pool_mode} pooling) on 127.0.0.1:{pooler.port}")
             self.pgbouncer.start(roles(self.registry))
         for service in self.services:
             progress(f"{service.name}: migrate_locked" + (" (direct, not pooled)" if self.pgbouncer else ""))

@@ -90,9 +90,7 @@ class PgBouncer:
         conn = psycopg2.connect(self.admin_url)
         try:
             with conn.cursor() as cursor:
-                cursor.execute(
-                    "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)", [wanted]
-                )
+                cursor.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)", [wanted])
                 found = dict(cursor.fetchall())
         finally:
             conn.close()
