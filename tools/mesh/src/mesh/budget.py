@@ -174,7 +174,9 @@ class FleetBudget:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = [f"{self.scenario}: {verdict} ({self.limits.source})"]
         for index, row in enumerate(rows):
-            cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+            cells = [
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ]
             lines.append("  " + "  ".join(cells))
             if index == 0 or index == len(rows) - 2:
                 lines.append("  " + "  ".join("-" * w for w in widths))
@@ -201,8 +203,9 @@ def limits_from_registry(registry: Registry) -> Limits:
 
 def limits_from_server(url: str, fallback: Limits) -> Limits:
     """The live server's limits (``max_connections`` minus every reserved slot)."""
-    import psycopg2
     from urllib.parse import urlsplit
+
+    import psycopg2
 
     conn = psycopg2.connect(url, connect_timeout=3)
     try:

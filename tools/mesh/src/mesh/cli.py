@@ -3,6 +3,7 @@
 mesh up [--mode sidecar|inprocess] [--only NAME ...] [--pooler]
 mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
 mesh db budget [--scenario NAME] [--values SERVICE=FILE] [--server URL]
+mesh db lint-migrations [--only NAME ...]
 mesh new-service NAME [--port N] [--reads SERVICE ...]
 """
 
@@ -167,9 +168,34 @@ def cmd_db_budget(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_db_lint_migrations(args: argparse.Namespace) -> int:
+    """squawk on every migration's SQL; 1 when one is refused (or an acceptance is stale)."""
+    from mesh import migrations_lint
+
+    registry = load_registry(find_root())
+    unknown = set(args.only) - set(registry.services)
+    if unknown:
+        _say(f"db lint-migrations: unknown service(s): {', '.join(sorted(unknown))}")
+        return 2
+    url, started_db = admin_url(registry.root)
+    try:
+        refused, accepted, stale, checked = migrations_lint.lint(registry, url, only=args.only)
+    except migrations_lint.LintError as exc:
+        _say(f"db lint-migrations: {exc}")
+        return 2
+    finally:
+        if started_db:
+            embedded_postgres(registry.root).stop()
+    for line in migrations_lint.report(refused, accepted, stale, checked):
+        _say(f"db lint-migrations: {line}")
+    return 1 if refused or stale else 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     if args.db_command == "budget":
         return cmd_db_budget(args)
+    if args.db_command == "lint-migrations":
+        return cmd_db_lint_migrations(args)
     registry = load_registry(find_root())
     if args.db_command == "sql":
         sys.stdout.write(psql_script(registry))
@@ -307,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="read max_connections from this server (default: DATABASE_ADMIN_URL, else mesh.toml)",
     )
+    lint = db_sub.add_parser(
+        "lint-migrations",
+        help="check every service's migrations for rolling-deploy safety (squawk on sqlmigrate)",
+    )
+    lint.add_argument("--only", nargs="*", default=[], metavar="NAME", help="lint only these services")
     url = db_sub.add_parser("url", help="print a service's DATABASE_URL")
     url.add_argument("service")
     db.set_defaults(func=cmd_db)
