@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import helm_python as helm
 import pytest
 from chartlib import Rendered, Renderer, app_chart_names
 
@@ -64,5 +65,5 @@ def test_the_production_scenario_is_pooled(scenarios: dict[tuple[str, str], Rend
     ],
 )
 def test_bad_pooler_values_are_refused(renderer: Renderer, values: dict, message: str) -> None:
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(helm.HelmError, match=message):
         renderer.render("orders", values)
