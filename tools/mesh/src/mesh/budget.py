@@ -24,7 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import psycopg2
 import yaml
 
 from mesh.registry import Registry
@@ -203,10 +205,6 @@ def limits_from_registry(registry: Registry) -> Limits:
 
 def limits_from_server(url: str, fallback: Limits) -> Limits:
     """The live server's limits (``max_connections`` minus every reserved slot)."""
-    from urllib.parse import urlsplit
-
-    import psycopg2
-
     conn = psycopg2.connect(url, connect_timeout=3)
     try:
         with conn.cursor() as cursor:
