@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
-from mesh.postgres import free_port
+from mesh.postgres import _run_as, free_port
 from mesh.processes import ManagedProcess
 
 __all__ = ["ADMIN_USER", "PgBouncer", "pgbouncer_binary", "pooled_url"]
@@ -130,7 +130,9 @@ class PgBouncer:
             "pidfile": "",
         }
         if os.geteuid() == 0:
-            # PgBouncer refuses to run as root; it drops to the embedded server's user.
+            # PgBouncer refuses to run as root; it drops to the embedded server's user (created here
+            # when the server is not the embedded one).
+            _run_as()
             settings["user"] = "pgserver"
         host = server.hostname or "127.0.0.1"
         text = ["[databases]", f"* = host={host} port={server.port or 5432}", "", "[pgbouncer]"]
