@@ -40,7 +40,7 @@ def served_catalog(
             tool_missing("pgbouncer is not installed (Debian package pgbouncer)")
         # Two server connections for four workers: transactions queue in the pooler.
         pooler = PgBouncer(mesh.testing.test_admin_url(), tmp_path / "pgbouncer", pool_size=2)
-        pooler.start(["catalog"])
+        pooler.start()
         database = {
             "DATABASE_URL": pooler.url(os.environ["DATABASE_URL"]),
             "DATABASE_POOLER": "transaction",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mesh.bootstrap import bootstrap, local_passwords, roles, service_url
+from mesh.bootstrap import bootstrap, local_passwords, service_url
 from mesh.pooler import PgBouncer
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
@@ -213,7 +213,7 @@ class Fleet:
         if self.pgbouncer is not None:
             pooler = self.pgbouncer
             progress(f"starting PgBouncer ({pooler.pool_mode} pooling) on 127.0.0.1:{pooler.port}")
-            self.pgbouncer.start(roles(self.registry))
+            self.pgbouncer.start()
         for service in self.services:
             progress(f"{service.name}: migrate_locked" + (" (direct, not pooled)" if self.pgbouncer else ""))
             self.migrate(service)

@@ -1,10 +1,11 @@
 """PgBouncer in transaction mode between the services and PostgreSQL (`mesh up --pooler`, tests).
 
 It is the Debian package's real binary (`.ci/run` installs it), listening on 127.0.0.1 only. Clients
-authenticate with SCRAM against an ``auth_file`` holding the roles' SCRAM secrets, copied from
-``pg_authid`` by the superuser, so no plain password is ever written; PgBouncer then logs in to
-PostgreSQL with the same secret (SCRAM pass-through). Any database of the server is reachable
-through it (a ``*`` entry), so tests' fresh databases need no new configuration.
+authenticate with SCRAM: PgBouncer looks each role's SCRAM secret up with ``auth_query`` (as the
+server's superuser, the only entry of its ``auth_file`` besides its console's user), then logs in to
+PostgreSQL with that same secret (SCRAM pass-through), so no service password is written anywhere.
+k8s/pgbouncer does the same in a cluster. Any database of the server is reachable through it (a
+``*`` entry), so tests' fresh databases need no new configuration.
 
 Migrations do not go through it: ``migrate_locked`` holds a session advisory lock, which a
 transaction pooler cannot keep (the lock would stay on whichever server connection ran it).
@@ -15,11 +16,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg2
 
@@ -85,27 +85,15 @@ class PgBouncer:
         """The pooled form of a service's direct URL."""
         return pooled_url(direct_url, self.port)
 
-    def _scram_secrets(self, roles: Iterable[str]) -> dict[str, str]:
-        wanted = sorted(set(roles))
-        conn = psycopg2.connect(self.admin_url)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)", [wanted])
-                found = dict(cursor.fetchall())
-        finally:
-            conn.close()
-        missing = [role for role in wanted if not str(found.get(role) or "").startswith("SCRAM-SHA-256$")]
-        if missing:
-            raise RuntimeError(f"no SCRAM secret for role(s) {', '.join(missing)}: run `mesh db bootstrap`")
-        return {role: str(found[role]) for role in wanted}
-
-    def write_config(self, roles: Iterable[str]) -> None:
-        """Write ``pgbouncer.ini`` and the ``auth_file`` for ``roles`` (after the bootstrap made them)."""
+    def write_config(self) -> None:
+        """Write ``pgbouncer.ini`` and its ``auth_file`` (the lookup role and the console's user)."""
         server = urlsplit(self.admin_url)
-        users = self._scram_secrets(roles)
+        lookup = unquote(server.username or "postgres")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        lines = [f"{_quote(role)} {_quote(secret)}" for role, secret in users.items()]
-        lines.append(f"{_quote(ADMIN_USER)} {_quote(self._admin_password)}")
+        lines = [
+            f"{_quote(lookup)} {_quote(unquote(server.password or ''))}",
+            f"{_quote(ADMIN_USER)} {_quote(self._admin_password)}",
+        ]
         self.auth_file.write_text("\n".join(lines) + "\n")
         self.auth_file.chmod(0o600)
         settings = {
@@ -115,6 +103,10 @@ class PgBouncer:
             "unix_socket_dir": "",
             "auth_type": "scram-sha-256",
             "auth_file": str(self.auth_file),
+            # Each login looks the role's current SCRAM secret up: a re-run bootstrap (every test
+            # session runs one) re-salts the secrets, and a copied secret would go stale.
+            "auth_user": lookup,
+            "auth_query": "SELECT usename, passwd FROM pg_shadow WHERE usename = $1",
             "admin_users": ADMIN_USER,
             "stats_users": ADMIN_USER,
             "pool_mode": self.pool_mode,
@@ -145,12 +137,12 @@ class PgBouncer:
             for path in (self.config_path, self.auth_file):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def start(self, roles: Iterable[str], env: dict[str, str] | None = None) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         """Write the configuration and start PgBouncer; return once it accepts connections."""
         binary = pgbouncer_binary()
         if binary is None:
             raise RuntimeError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
-        self.write_config(roles)
+        self.write_config()
         self.process = ManagedProcess(
             name="pgbouncer",
             argv=[binary, str(self.config_path)],
