@@ -170,6 +170,10 @@ class PgBouncer:
 
     def show(self, what: str) -> list[dict[str, Any]]:
         """``SHOW <what>`` on PgBouncer's admin console (POOLS, STATS, CLIENTS, ...), as rows."""
+        return self.console(f"SHOW {what}")
+
+    def console(self, command: str) -> list[dict[str, Any]]:
+        """Run one admin console command (``SHOW …``, ``RECONNECT``, ``PAUSE``, …); rows if any."""
         conn = psycopg2.connect(
             host="127.0.0.1",
             port=self.port,
@@ -181,8 +185,10 @@ class PgBouncer:
         conn.autocommit = True  # the console accepts no transactions
         try:
             with conn.cursor() as cursor:
-                cursor.execute(f"SHOW {what}")
-                columns = [column.name for column in cursor.description or ()]
+                cursor.execute(command)
+                if cursor.description is None:
+                    return []
+                columns = [column.name for column in cursor.description]
                 return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
         finally:
             conn.close()
