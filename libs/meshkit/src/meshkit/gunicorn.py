@@ -69,6 +69,10 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
 bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # noqa: S104 - a pod listens on its own IP
 workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
 threads = get_env("GUNICORN_THREADS", 1, cast=int)
+# gthread, even with one thread: sync workers close the connection after every request, so the
+# sidecar (or any proxy in front) would pay a TCP set-up per request; gthread keeps connections
+# alive for `keepalive` seconds, parked in a poller, not holding a thread.
+worker_class = "gthread"
 timeout = get_env("GUNICORN_TIMEOUT", 30, cast=int)
 graceful_timeout = get_env("GUNICORN_GRACEFUL_TIMEOUT", 20, cast=int)
 keepalive = get_env("GUNICORN_KEEPALIVE", 5, cast=int)

@@ -11,7 +11,7 @@ import uvloop
 from aiohttp import web
 
 from meshauth.sidecar.config import ConfigError, SidecarConfig
-from meshauth.sidecar.logging import configure_logging
+from meshauth.sidecar.logging import ACCESS_LINES, configure_logging
 from meshauth.sidecar.proxy import Sidecar, create_server
 
 __all__ = ["main", "serve"]
@@ -38,6 +38,7 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     # requests being served; idle keep-alive connections are closed.
     await runner.cleanup()
     await sidecar.close()
+    ACCESS_LINES.flush()
     log.info("stopped")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import re
@@ -38,12 +39,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from meshauth.errors import InvalidToken
-from meshauth.headers import bearer_token, is_identity_header, sign_principal
+from meshauth.headers import PrincipalSigner, bearer_token, is_identity_header
 from meshauth.jwks import default_cache_file
 from meshauth.principal import Principal
 from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
+from meshauth.sidecar.upstream import open_pool, origin
 from meshauth.verifier import Verifier
 
 __all__ = ["METRICS_PATH", "Sidecar"]
@@ -71,6 +73,7 @@ HOP_BY_HOP: Final = frozenset(
 _REPLACED: Final = frozenset({"authorization", "x-request-id", "x-forwarded-for", "x-forwarded-proto"})
 _SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BUFFER_LIMIT: Final = 65_536
+_MAX_HEADER_NAMES: Final = 1024
 _CHUNK: Final = 65_536
 
 
@@ -124,8 +127,15 @@ class Sidecar:
         jwks = self.verifier.jwks
         # Age at scrape time, not at the last verification.
         self.metrics.auth.jwks_age.set_function(lambda: jwks.age() or 0.0)
-        self.upstream = URL(config.upstream)
+        self.upstream = origin(config)
         self.shutting_down = False
+        self._signer = PrincipalSigner(config.principal_secret)
+        # Which inbound header names are dropped, decided once per name (bounded: names are the
+        # client's choice).
+        self._dropped: dict[str, bool] = {}
+        # Request ids: random per process, then a counter (uuid4 per request costs a getrandom).
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count()
         self._session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -133,14 +143,8 @@ class Sidecar:
 
     async def start(self) -> None:
         """Open the upstream pool and load the JWKS (a failure is logged; requests then get 503)."""
-        connector = aiohttp.TCPConnector(
-            limit=self.config.upstream_connections,
-            # Below gunicorn's keep-alive (5 s), so we never reuse a connection it is closing.
-            keepalive_timeout=4.0,
-            ttl_dns_cache=60,
-        )
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=await open_pool(self.config),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.config.http_timeout, sock_read=self.config.upstream_timeout
@@ -195,13 +199,13 @@ class Sidecar:
         finally:
             self.metrics.active_requests.dec()
             method = request.method if request.method in KNOWN_METHODS else "_OTHER"
-            self.metrics.request_duration.labels(method, str(status)).observe(time.perf_counter() - start)
+            self.metrics.observe_request(method, status, time.perf_counter() - start)
 
     async def _serve(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         inbound = request.headers
         request_id = inbound.get("X-Request-ID", "")
         if not _SAFE_REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = self._new_request_id()
         if self.shutting_down:
             return _json_response(503, "shutting_down", "The service is restarting.", request_id)
         if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > self.config.max_header_bytes:
@@ -241,22 +245,36 @@ class Sidecar:
             raise
         return await self.verifier.averify(token), token
 
+    def _new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+    def _drops(self, name: str) -> bool:
+        dropped = self._dropped.get(name)
+        if dropped is None:
+            lowered = name.lower()
+            dropped = lowered in HOP_BY_HOP or lowered in _REPLACED or is_identity_header(name)
+            if len(self._dropped) >= _MAX_HEADER_NAMES:
+                self._dropped.clear()
+            self._dropped[name] = dropped
+        return dropped
+
     def _upstream_headers(
         self, request: web.BaseRequest, principal: Principal | None, token: str | None, request_id: str
     ) -> CIMultiDict[str]:
         inbound = request.headers
-        listed = {
-            name.strip().lower() for value in inbound.getall("Connection", []) for name in value.split(",")
-        }
+        listed = (
+            {name.strip().lower() for value in inbound.getall("Connection") for name in value.split(",")}
+            if "Connection" in inbound
+            else None
+        )
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in inbound.items():
-            lowered = name.lower()
-            if lowered in HOP_BY_HOP or lowered in listed or lowered in _REPLACED or is_identity_header(name):
+            if self._drops(name) or (listed and name.lower() in listed):
                 continue
             out.add(name, value)
         if principal is not None and token is not None:
             out["Authorization"] = f"Bearer {token}"
-            out.update(sign_principal(principal, self.config.principal_secret))
+            out.update(self._signer.sign(principal, token))
         out["X-Request-ID"] = request_id
         peer = request.remote or ""
         forwarded_for = ", ".join(inbound.getall("X-Forwarded-For", []))
@@ -316,7 +334,7 @@ class Sidecar:
 
     def _upstream_error(self, kind: str, status: int, request_id: str) -> web.Response:
         self.metrics.upstream_errors.labels(kind).inc()
-        log.warning("upstream %s: %s", kind, self.upstream)
+        log.warning("upstream %s: %s", kind, self.config.upstream)
         retry = {"Retry-After": "5"} if status == 503 else None
         return _json_response(
             status, "upstream_unavailable", "The service is unavailable, retry shortly.", request_id, retry
