@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from meshauth.keys import ALGORITHMS
+from meshauth.sidecar.target import MAX_TARGET_BYTES
 from meshauth.verifier import MAX_LEEWAY, MAX_TOKEN_BYTES
 
 __all__ = ["UNIX_PREFIX", "ConfigError", "SidecarConfig", "env", "env_number"]
@@ -69,6 +70,8 @@ class SidecarConfig:
     leeway: float = 30.0
     max_token_bytes: int = MAX_TOKEN_BYTES
     max_header_bytes: int = 32_768
+    max_headers: int = 100
+    max_url_bytes: int = MAX_TARGET_BYTES
     max_body_bytes: int = 10_485_760
     jwks_ttl: float = 300.0
     jwks_min_refresh_interval: float = 30.0
@@ -104,6 +107,8 @@ class SidecarConfig:
             leeway=env_number("MESHAUTH_LEEWAY", "30"),
             max_token_bytes=int(env_number("MESHAUTH_MAX_TOKEN_BYTES", "8192")),
             max_header_bytes=int(env_number("MESHAUTH_SIDECAR_MAX_HEADER_BYTES", "32768")),
+            max_headers=int(env_number("MESHAUTH_SIDECAR_MAX_HEADERS", "100")),
+            max_url_bytes=int(env_number("MESHAUTH_SIDECAR_MAX_URL_BYTES", str(MAX_TARGET_BYTES))),
             max_body_bytes=int(env_number("MESHAUTH_SIDECAR_MAX_BODY_BYTES", "10485760")),
             jwks_ttl=env_number("MESHAUTH_JWKS_TTL", "300"),
             jwks_min_refresh_interval=env_number("MESHAUTH_JWKS_MIN_REFRESH_INTERVAL", "30"),

@@ -18,8 +18,9 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 __all__ = ["ACCESS_LINES", "AccessLogger", "JsonFormatter", "LineBatch", "configure_logging"]
 
-# Scrapes every 15 s and probes every few seconds would bury the requests that matter.
-QUIET_PREFIXES = ("/metrics", "/livez", "/readyz")
+# Scrapes every 15 s and probes every few seconds would bury the requests that matter. Exact paths:
+# with prefixes, ``/livezX/../api/v1/orders`` would leave no trace.
+QUIET_PATHS = frozenset({"/metrics", "/metrics/sidecar", "/livez", "/readyz"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +42,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One JSON line per request, except ``/metrics*``, ``/livez`` and ``/readyz``.
+    """One JSON line per request, except ``/metrics``, ``/metrics/sidecar``, ``/livez`` and ``/readyz``.
 
     The lines have the :class:`JsonFormatter` shape plus the request's fields, but are built
     directly (no ``LogRecord``, one cached timestamp per second) and written in batches by
@@ -56,7 +57,7 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         path = request.path
-        if path.startswith(QUIET_PREFIXES):
+        if path in QUIET_PATHS and request.raw_path.startswith(path):
             return
         method, status = _json_str(request.method), response.status
         quoted_path = _json_str(path)

@@ -44,7 +44,7 @@ class SidecarMetrics:
         )
         self.rejected_requests = Counter(
             f"{PREFIX}_rejected_requests_total",
-            "Requests refused before reaching the app for their size.",
+            "Requests refused before reaching the app (size, limits, request target, slow body).",
             ("reason",),
             registry=self.registry,
         )

@@ -2,6 +2,9 @@
 
 Per request:
 
+0. The request target must be a plain path (:mod:`meshauth.sidecar.target`): the sidecar only ever
+   talks to its own app, at the fixed ``MESHAUTH_SIDECAR_UPSTREAM``; every other form is a 400.
+   Decisions below are made on the decoded path the app will route.
 1. ``/metrics/sidecar`` is answered here (the sidecar's own registry); nothing else is.
 2. Requests with more header bytes than ``max_header_bytes`` get 431, bodies over
    ``max_body_bytes`` get 413, before anything reaches the app.
@@ -45,6 +48,8 @@ from meshauth.principal import Principal
 from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
+from meshauth.sidecar.protocol import SidecarServer
+from meshauth.sidecar.target import BadTarget, Target, parse_target
 from meshauth.sidecar.upstream import open_pool, origin
 from meshauth.verifier import Verifier
 
@@ -54,7 +59,8 @@ log = logging.getLogger("meshauth.sidecar")
 
 METRICS_PATH: Final = "/metrics/sidecar"
 # Probe and scrape traffic would drown the signal in the request metrics and the access log.
-UNMEASURED_PREFIXES: Final = ("/livez", "/readyz", "/metrics")
+# Exact paths: a prefix would let ``/livezX/...`` hide from both.
+UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz", "/metrics"})
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HOP_BY_HOP: Final = frozenset(
     {
@@ -98,6 +104,21 @@ def _denial(exc: InvalidToken, request_id: str) -> web.Response:
     )
 
 
+def _request_id(request: web.BaseRequest) -> str:
+    request_id = request.headers.get("X-Request-ID", "")
+    return request_id if _SAFE_REQUEST_ID.match(request_id) else _new_request_id()
+
+
+# Generated request ids: 64 random bits per process, then a counter (a uuid4 per request costs a
+# getrandom call); 32 hex digits like a uuid4's.
+_ID_PREFIX: Final = uuid.uuid4().hex[:16]
+_id_counter = itertools.count()
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
 def _is_under(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
 
@@ -128,14 +149,13 @@ class Sidecar:
         # Age at scrape time, not at the last verification.
         self.metrics.auth.jwks_age.set_function(lambda: jwks.age() or 0.0)
         self.upstream = origin(config)
+        # The only place requests go: the request target contributes a path and a query, nothing else.
+        self._origin = (self.upstream.scheme, self.upstream.raw_host or "", self.upstream.port)
         self.shutting_down = False
         self._signer = PrincipalSigner(config.principal_secret)
         # Which inbound header names are dropped, decided once per name (bounded: names are the
         # client's choice).
         self._dropped: dict[str, bool] = {}
-        # Request ids: random per process, then a counter (uuid4 per request costs a getrandom).
-        self._id_prefix = uuid.uuid4().hex[:16]
-        self._id_counter = itertools.count()
         self._session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -183,17 +203,22 @@ class Sidecar:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The aiohttp low-level handler."""
-        path = request.path
+        try:
+            target = parse_target(request.raw_path, self.config.max_url_bytes)
+        except BadTarget as exc:
+            self.metrics.rejected_requests.labels(exc.reason).inc()
+            return _json_response(exc.status, exc.reason, exc.detail, _request_id(request))
+        path = target.path
         if path == METRICS_PATH:
             body = generate_latest(self.metrics.registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-        if path.startswith(UNMEASURED_PREFIXES):
-            return await self._serve(request, path)
+        if path in UNMEASURED_PATHS:
+            return await self._serve(request, target)
         start = time.perf_counter()
         self.metrics.active_requests.inc()
         status = 500
         try:
-            response = await self._serve(request, path)
+            response = await self._serve(request, target)
             status = response.status
             return response
         finally:
@@ -201,11 +226,9 @@ class Sidecar:
             method = request.method if request.method in KNOWN_METHODS else "_OTHER"
             self.metrics.observe_request(method, status, time.perf_counter() - start)
 
-    async def _serve(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
+    async def _serve(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         inbound = request.headers
-        request_id = inbound.get("X-Request-ID", "")
-        if not _SAFE_REQUEST_ID.match(request_id):
-            request_id = self._new_request_id()
+        request_id = _request_id(request)
         if self.shutting_down:
             return _json_response(503, "shutting_down", "The service is restarting.", request_id)
         if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > self.config.max_header_bytes:
@@ -222,13 +245,13 @@ class Sidecar:
 
         principal: Principal | None = None
         token: str | None = None
-        if not _is_under(path, self.config.public_paths):
+        if not _is_under(target.path, self.config.public_paths):
             try:
                 principal, token = await self._authenticate(inbound)
             except InvalidToken as exc:
                 return _denial(exc, request_id)
         return await self._forward(
-            request, self._upstream_headers(request, principal, token, request_id), request_id
+            request, target, self._upstream_headers(request, principal, token, request_id), request_id
         )
 
     async def _authenticate(self, inbound: CIMultiDictProxy[str]) -> tuple[Principal | None, str | None]:
@@ -244,9 +267,6 @@ class Sidecar:
             self.metrics.auth.decision("rejected", exc.reason)
             raise
         return await self.verifier.averify(token), token
-
-    def _new_request_id(self) -> str:
-        return f"{self._id_prefix}{next(self._id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
     def _drops(self, name: str) -> bool:
         dropped = self._dropped.get(name)
@@ -293,10 +313,19 @@ class Sidecar:
             yield chunk
 
     async def _forward(
-        self, request: web.BaseRequest, headers: CIMultiDict[str], request_id: str
+        self, request: web.BaseRequest, target: Target, headers: CIMultiDict[str], request_id: str
     ) -> web.StreamResponse:
         assert self._session is not None, "start() was not awaited"  # noqa: S101 - programming error
-        url = self.upstream.join(URL(request.rel_url.raw_path_qs, encoded=True))
+        scheme, host, port = self._origin
+        # Built, never joined: a join would read a target's ``//host`` as an authority.
+        url = URL.build(
+            scheme=scheme,
+            host=host,
+            port=port,
+            path=target.raw_path,
+            query_string=target.raw_query,
+            encoded=True,
+        )
         has_body = request.body_exists
         # A pooled connection the app just closed fails before anything was sent: a request
         # without a body can safely be tried once more on a fresh connection.
@@ -391,13 +420,19 @@ async def _read_up_to(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
 
 def create_server(sidecar: Sidecar) -> web.Server:
     """An aiohttp low-level server running ``sidecar.handle`` (parser limits from the config)."""
-    # The parser's own limits are generous on purpose: the handler enforces the real caps and answers
-    # them in JSON (an oversized token as 401 too_large, other headers as 431).
-    limit = max(sidecar.config.max_header_bytes, sidecar.config.max_token_bytes) * 4
-    return web.Server(
+    config = sidecar.config
+    # The parser's header-field limit is generous on purpose: the handler enforces the real cap and
+    # answers it in JSON (an oversized token as 401 too_large, other headers as 431). The request line
+    # and the header count are the parser's to refuse (SidecarServer answers 414 / 431 in JSON); the
+    # line holds the method and version too, the handler enforces the target's own length exactly.
+    max_line = config.max_url_bytes + 64
+    max_field = max(8190, max(config.max_header_bytes, config.max_token_bytes) * 4)
+    return SidecarServer(
         sidecar.handle,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("meshauth.sidecar.access"),
-        max_line_size=max(8190, limit),
-        max_field_size=max(8190, limit),
+        max_line_size=max_line,
+        # Distinct from max_line_size: the overflowing limit tells a long target from a long header.
+        max_field_size=max_field if max_field != max_line else max_field + 1,
+        max_headers=config.max_headers,
     )
