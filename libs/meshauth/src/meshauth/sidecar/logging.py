@@ -64,9 +64,10 @@ class AccessLogger(AbstractAccessLogger):
         message = _json_str(f"{request.method} {path} {status}")
         request_id = _json_str(response.headers.get("X-Request-ID", ""))
         ACCESS_LINES.add(
-            f'{{"time":"{_now()}","level":"INFO","logger":{_json_str(self.logger.name)},'
-            f'"message":{message},"method":{method},"path":{quoted_path},"status":{status},'
-            f'"duration_ms":{round(time * 1000, 2)},"request_id":{request_id}}}\n'
+            # json.dumps' own separators: the same text as JsonFormatter would write.
+            f'{{"time": "{_now()}", "level": "INFO", "logger": {_json_str(self.logger.name)}, '
+            f'"message": {message}, "method": {method}, "path": {quoted_path}, "status": {status}, '
+            f'"duration_ms": {round(time * 1000, 2)}, "request_id": {request_id}}}\n'
         )
 
 
