@@ -197,6 +197,7 @@ def run_bench(
     rounds: int = ROUNDS,
     connections: int = CONNECTIONS,
     json_path: Path | None = None,
+    upstream: str = "tcp",
 ) -> int:
     if find_wrk() is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
@@ -218,6 +219,7 @@ def run_bench(
         fixed_ports=False,
         workers=WORKERS,
         only=("identity", "orders"),
+        unix_sockets=("orders",) if upstream == "unix" else (),
         # Recycling (max_requests) would restart workers mid-run, taking their CPU time with them:
         # measure steady state. Every mode gets the same workers.
         service_env={"orders": {"GUNICORN_THREADS": str(THREADS), "GUNICORN_MAX_REQUESTS": "0"}},
@@ -242,6 +244,7 @@ def run_bench(
                 "connections": connections,
                 "gunicorn_workers": WORKERS,
                 "gunicorn_threads": THREADS,
+                "sidecar_upstream": upstream,
                 "cpus": os.cpu_count(),
                 "loadavg_before": list(load_before),
                 "loadavg_after": list(os.getloadavg()),
@@ -331,7 +334,8 @@ def _report(
 ) -> dict[str, Any]:
     """Print the tables and return every figure (the ``--json`` document)."""
     shape = (
-        f"gunicorn {WORKERS} workers x {THREADS} threads; wrk 1 thread, {config['connections']} connections"
+        f"gunicorn {WORKERS} workers x {THREADS} threads; wrk 1 thread, {config['connections']} connections;"
+        f" sidecar to gunicorn over {config['sidecar_upstream']}"
     )
     load = ", ".join(f"{value:.1f}" for value in config["loadavg_before"])
     print(f"\nGET {ENDPOINT} (and GET {REAL_ENDPOINT}: 'real') on orders, {shape};")

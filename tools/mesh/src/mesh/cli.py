@@ -151,6 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         connections=args.connections,
         json_path=args.json,
+        upstream=args.upstream,
     )
 
 
@@ -209,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=5, help="interleaved rounds; median and min-max reported (default 5)"
     )
     bench.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    bench.add_argument(
+        "--upstream",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how orders' sidecar reaches gunicorn: loopback TCP (default, as deployed) or a unix socket",
+    )
     bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
     bench.set_defaults(func=cmd_bench)
 
