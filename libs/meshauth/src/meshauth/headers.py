@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -110,8 +111,10 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+@functools.lru_cache(maxsize=1024)
 def is_identity_header(name: str) -> bool:
     """True when ``name`` (any case, ``_`` or ``-``) is a header that asserts who the caller is."""
+    # Cached: every request's every header name is checked, on both sides of the sidecar.
     normalised = _normalise(name)
     return normalised in IDENTITY_HEADER_NAMES or normalised.startswith(IDENTITY_HEADER_PREFIXES)
 
@@ -129,8 +132,15 @@ def strip_identity_meta(meta: MutableMapping[str, object]) -> None:
 
 
 def _mac(secret: bytes, timestamp: str, payload: str) -> str:
-    message = f"{_VERSION}\n{timestamp}\n{payload}".encode("ascii")
-    return f"{_VERSION}=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
+    mac = _keyed(secret).copy()
+    mac.update(f"{_VERSION}\n{timestamp}\n{payload}".encode("ascii"))
+    return f"{_VERSION}=" + mac.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    # The HMAC key schedule, computed once per secret (a pod has one); copied per message.
+    return hmac.new(secret, digestmod=hashlib.sha256)
 
 
 def _secret_bytes(secret: str | bytes) -> bytes:
@@ -160,7 +170,7 @@ class PrincipalSigner:
     """
 
     def __init__(self, secret: str | bytes, *, max_tokens: int = 4096) -> None:
-        self._mac = hmac.new(_secret_bytes(secret), digestmod=hashlib.sha256)
+        self._mac = _keyed(_secret_bytes(secret))
         self._max_tokens = max_tokens
         # token -> (timestamp, headers, payload)
         self._signed: dict[str, tuple[str, Mapping[str, str], str]] = {}
@@ -236,6 +246,21 @@ def verify_principal_headers(
     current = time.time() if now is None else now
     if signed_at < current - max_age or signed_at > current + _FUTURE_SKEW:
         raise InvalidPrincipalHeaders("principal headers have expired")
+    # The signature is checked above on every request; only decoding a payload seen before is skipped.
+    principal = _decoded.get(payload)
+    if principal is None:
+        principal = _decode_payload(payload)
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()  # payloads change with every token: no need for an LRU order
+        _decoded[payload] = principal
+    return principal
+
+
+_DECODED_MAX: Final = 4096
+_decoded: dict[str, Principal] = {}
+
+
+def _decode_payload(payload: str) -> Principal:
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (binascii.Error, ValueError):
