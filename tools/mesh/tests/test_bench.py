@@ -74,6 +74,7 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
         assert report["ratios"][ratio] > 0, ratio
         spread = report["spread"][ratio]
         assert spread["min"] <= report["ratios"][ratio] <= spread["max"]
+        assert report["ratios"][f"{ratio}_by_cpu"] > 0, ratio
     assert "sidecar_cpu_us_per_request" in report["targets"]
     assert "CPU us/request" in run.stdout
 

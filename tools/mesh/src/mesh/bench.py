@@ -383,6 +383,23 @@ def _report(
             f"  {ratio.text:<42} {figure['median']:>6.2f}  [{figure['min']:.2f}-{figure['max']:.2f},"
             f" +-{_half_range(figure):.0f} %]   (target >= {ratio.target:g})"
         )
+    # The same ratios by cost: CPU per request of every process involved, the throughput ratio a
+    # CPU-bound machine converges to. It barely moves with the neighbours, unlike req/s.
+    print("  by CPU (total CPU per request of the denominator / of the numerator):")
+    for ratio in RATIOS:
+        top, bottom = modes[ratio.numerator].rounds, modes[ratio.denominator].rounds
+        costs = [
+            b.cpu_us_per_request["total"] / a.cpu_us_per_request["total"]
+            for a, b in zip(top, bottom, strict=True)
+        ]
+        figure = _spread(costs)
+        key = f"{ratio.key}_by_cpu"
+        document["ratios"][key] = figure["median"]
+        document["spread"][key] = {**figure, "half_range_percent": _half_range(figure)}
+        print(
+            f"    {ratio.text.replace(' req/s', ''):<40} {figure['median']:>6.2f}"
+            f"  [{figure['min']:.2f}-{figure['max']:.2f}, +-{_half_range(figure):.0f} %]"
+        )
     sidecar_cpu = document["modes"]["sidecar"]["spread"]["cpu_us_per_request"]["sidecar"]
     document["targets"]["sidecar_cpu_us_per_request"] = _target(
         sidecar_cpu["median"], SIDECAR_CPU_TARGET_US, at_least=False
