@@ -134,7 +134,9 @@ def find_wrk() -> str | None:
 
 def wrk(url: str, token: str | None, seconds: int, connections: int) -> tuple[float, float, float, int]:
     """Requests/s, p50 and p99 in milliseconds, and the request count; fails on any non-2xx answer."""
+    # A generous timeout: on a loaded machine a slow answer is a figure, not an error.
     argv = [find_wrk() or "wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+    argv += ["--timeout", "30s"]
     if token:
         argv += ["-H", f"Authorization: Bearer {token}"]
     run = subprocess.run(  # noqa: S603 - wrk with arguments built here
