@@ -223,13 +223,20 @@ def test_ports_line_up_in_sidecar_mode(renderer: Renderer, chart: str) -> None:
     assert _port(app_env["GUNICORN_BIND"]) == _port(sidecar_env["MESHAUTH_SIDECAR_UPSTREAM"])
     listen = _port(sidecar_env["MESHAUTH_SIDECAR_LISTEN"])
     assert [p["containerPort"] for p in sidecar["ports"] if p["name"] == "http"] == [listen]
-    assert "ports" not in app
+    # The app's only port is its internal one (metrics, admin); its API is reached through the sidecar.
+    assert {p["name"]: p["containerPort"] for p in app["ports"]} == {
+        "metrics": _port(app_env["METRICS_BIND"])
+    }
+    metrics_listen = _port(sidecar_env["MESHAUTH_SIDECAR_METRICS_LISTEN"])
+    assert [p["containerPort"] for p in sidecar["ports"] if p["name"] == "sidecar-metrics"] == [
+        metrics_listen
+    ]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert app[probe]["httpGet"]["port"] == listen, f"{probe} must go through the sidecar"
     assert rendered.one("Service")["spec"]["ports"][0]["targetPort"] == "http"
     # The code's own defaults agree with what the chart sets.
     facts = source_facts((lib_src("meshauth"),))
-    for name in ("MESHAUTH_SIDECAR_LISTEN", "MESHAUTH_SIDECAR_UPSTREAM"):
+    for name in ("MESHAUTH_SIDECAR_LISTEN", "MESHAUTH_SIDECAR_UPSTREAM", "MESHAUTH_SIDECAR_METRICS_LISTEN"):
         defaults = facts.env_defaults.get(name)
         assert defaults, f"meshauth has no literal default for {name}"
         assert {_port(d) for d in defaults} == {_port(sidecar_env[name])}

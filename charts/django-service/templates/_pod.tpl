@@ -72,12 +72,15 @@ readinessProbe:
     - --config
     - python:meshkit.gunicorn
     - {{ printf "%s.wsgi" (include "django-service.names.service" .) }}
-  {{- if not $sidecar }}
   ports:
+    {{- if not $sidecar }}
     - name: http
       containerPort: {{ include "django-service.config.httpPort" . }}
       protocol: TCP
-  {{- end }}
+    {{- end }}
+    - name: metrics
+      containerPort: {{ include "django-service.config.metricsPort" . }}
+      protocol: TCP
   envFrom:
     - configMapRef:
         name: {{ include "django-service.names.fullname" . }}
@@ -108,6 +111,9 @@ readinessProbe:
   ports:
     - name: http
       containerPort: {{ $port }}
+      protocol: TCP
+    - name: sidecar-metrics
+      containerPort: {{ include "django-service.config.sidecarMetricsPort" . }}
       protocol: TCP
   env:
     {{- range $name, $value := include "django-service.config.sidecarEnv" . | fromYaml }}

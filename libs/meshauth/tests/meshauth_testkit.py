@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import socket
 import threading
@@ -19,6 +20,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from meshauth.keys import Algorithm, PrivateKey, generate_private_key, key_id, public_jwk, sign
+
+# http.server refuses more than 100 header fields; the apps' gunicorn takes 128 (meshkit.gunicorn), room
+# for the headers the sidecar adds to a client's 100.
+http.client._MAXHEADERS = 128  # type: ignore[attr-defined]
 
 ISSUER = "http://identity.test"
 AUDIENCE = "orders"

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,7 +141,7 @@ def test_probe_paths_match_exactly(sidecar: SidecarProcess, upstream: Upstream) 
     # Unmeasured and unlogged: exactly the probe paths; a look-alike is measured and logged.
     httpx.get(f"{sidecar.url}/livezX/orders")
     httpx.get(f"{sidecar.url}/readyz")
-    metrics = httpx.get(f"{sidecar.url}/metrics/sidecar").text
+    metrics = httpx.get(f"{sidecar.metrics_url}/metrics/sidecar").text
     counted = [
         line
         for line in metrics.splitlines()
@@ -167,3 +169,61 @@ def test_an_overlong_target_is_a_json_414(
     ok = raw_request(sidecar.port, f"GET {prefix}{'a' * (4096 - len(prefix))} HTTP/1.1")
     assert ok.status == 200
     assert "Traceback" not in sidecar.log.read_text()
+
+
+@pytest.mark.parametrize("count", [101, 150, 5000])
+def test_too_many_headers_is_a_json_431(
+    shared: tuple[SidecarProcess, FakeIdentity, Upstream, Upstream], count: int
+) -> None:
+    sidecar, _, upstream, _ = shared
+    hits = upstream.hits
+    # raw_request adds Host and Connection: `count` header fields in all.
+    padding = [f"X-Pad-{index}: {index}" for index in range(count - 2)]
+    response = raw_request(sidecar.port, "GET /api/v1/orders HTTP/1.1", padding)
+    assert response.status == 431, response.status_line
+    assert response.json()["reason"] == "too_many_headers"
+    assert upstream.hits == hits
+    exactly = [f"X-Pad-{index}: {index}" for index in range(100 - 2)]
+    assert raw_request(sidecar.port, "GET /api/v1/orders HTTP/1.1", exactly).status == 200
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["GET /a b HTTP/1.1", "G\x01T / HTTP/1.1", "GET /a\x00b HTTP/1.1", "GET / HTTP/9.9", "GET x/y HTTP/1.1"],
+)
+def test_malformed_requests_get_json_and_one_warning_line(
+    shared: tuple[SidecarProcess, FakeIdentity, Upstream, Upstream], request_line: str
+) -> None:
+    sidecar, _, upstream, _ = shared
+    hits = upstream.hits
+    before = sidecar.log.read_text().count("\n")
+    response = raw_request(sidecar.port, request_line)
+    assert 400 <= response.status < 500, response.status_line
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["reason"] in ("malformed_request", "bad_request_target")
+    assert upstream.hits == hits
+    time.sleep(0.2)
+    new_lines = [json.loads(line) for line in sidecar.log.read_text().splitlines()[before:]]
+    warnings = [line for line in new_lines if line["level"] == "WARNING"]
+    assert len(warnings) == 1, new_lines
+    assert "malformed request" in warnings[0]["message"]
+    assert not [line for line in new_lines if "exc_info" in line or line["level"] == "ERROR"]
+
+
+def test_metrics_are_on_their_own_listener_only(
+    shared: tuple[SidecarProcess, FakeIdentity, Upstream, Upstream],
+) -> None:
+    sidecar, _, upstream, _ = shared
+    scraped = httpx.get(f"{sidecar.metrics_url}/metrics/sidecar")
+    assert scraped.status_code == 200
+    assert "meshauth_sidecar_request_duration_seconds" in scraped.text
+    # The public port has no metrics of its own: the path is the app's to answer like any other.
+    public = httpx.get(f"{sidecar.url}/metrics/sidecar")
+    assert "meshauth_sidecar_" not in public.text
+    assert public.json()["path"] == "/metrics/sidecar"  # the echo app got it, as any unknown path
+    # The metrics listener forwards nothing.
+    hits = upstream.hits
+    for path in ("/api/v1/orders", "/metrics", "/livez", "//127.0.0.1:1/x"):
+        response = raw_request(sidecar.metrics_port, f"GET {path} HTTP/1.1")
+        assert response.status in (400, 404), path
+    assert upstream.hits == hits

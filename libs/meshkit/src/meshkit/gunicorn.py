@@ -67,6 +67,10 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
 
 
 bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # noqa: S104 - a pod listens on its own IP
+# The internal port (/metrics, the admin): a second listener, so the public port never serves them
+# (meshkit.probes tells the two apart by the listening socket).
+if get_env("METRICS_BIND", ""):
+    bind.append(get_env("METRICS_BIND"))
 workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
 threads = get_env("GUNICORN_THREADS", 1, cast=int)
 # gthread, even with one thread: sync workers close the connection after every request, so the
@@ -84,6 +88,10 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 # gunicorn's own limit (8 KiB) answers an oversized header with an HTML 431 before Django runs; let
 # meshauth see it and answer a too-large token with its JSON 401. The sidecar caps headers itself.
 limit_request_field_size = get_env("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 131_072, cast=int)
+# The sidecar lets a client send 100 header fields (its JSON 431 above that) and adds up to six of
+# its own (principal, request ID, forwarded-for/-proto): gunicorn's default of 100 would answer the
+# sum with an HTML 431.
+limit_request_fields = get_env("GUNICORN_LIMIT_REQUEST_FIELDS", 128, cast=int)
 accesslog = "-"
 errorlog = "-"
 logger_class = JsonAccessLogger

@@ -279,7 +279,13 @@ def _modes(
         proc = ManagedProcess(
             name=f"orders-{auth}",
             argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", "orders.wsgi"),
-            env={**fleet.env(orders), "MESHAUTH_MODE": auth, "GUNICORN_BIND": f"127.0.0.1:{port}"},
+            env={
+                **fleet.env(orders),
+                "MESHAUTH_MODE": auth,
+                "GUNICORN_BIND": f"127.0.0.1:{port}",
+                # Its own internal port: the fleet's orders holds the one in fleet.env().
+                "METRICS_BIND": f"127.0.0.1:{free_port()}",
+            },
             log_path=run_dir / f"orders-{auth}.log",
             cwd=registry.service_dir("orders"),
         )

@@ -31,6 +31,9 @@ MODES = ("sidecar", "inprocess")
 class ServicePorts:
     public: int
     app: int
+    # Internal listeners, never behind the public port: the app's /metrics and admin, the sidecar's metrics.
+    metrics: int
+    sidecar_metrics: int
 
 
 @dataclass
@@ -63,10 +66,13 @@ class Fleet:
         for service in self.services:
             if self.fixed_ports:
                 self.ports[service.name] = ServicePorts(
-                    service.port + self.port_offset, service.app_port + self.port_offset
+                    service.port + self.port_offset,
+                    service.app_port + self.port_offset,
+                    service.metrics_port + self.port_offset,
+                    service.sidecar_metrics_port + self.port_offset,
                 )
             else:
-                self.ports[service.name] = ServicePorts(free_port(), free_port())
+                self.ports[service.name] = ServicePorts(free_port(), free_port(), free_port(), free_port())
             self._principal_secrets[service.name] = secrets.token_urlsafe(32)
 
     @property
@@ -77,6 +83,13 @@ class Fleet:
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name].public}"
+
+    def metrics_url(self, name: str, endpoint: str = "app") -> str:
+        """Where Prometheus scrapes ``name``: its app's /metrics, or (``"sidecar"``) its sidecar's."""
+        ports = self.ports[name]
+        if endpoint == "sidecar":
+            return f"http://127.0.0.1:{ports.sidecar_metrics}/metrics/sidecar"
+        return f"http://127.0.0.1:{ports.metrics}/metrics"
 
     # -- environment ---------------------------------------------------------------------------
 
@@ -99,6 +112,7 @@ class Fleet:
             "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / service.name / "metrics"),
             "GUNICORN_WORKERS": str(self.workers),
             "GUNICORN_PROC_NAME": f"mesh-{service.name}",
+            "METRICS_BIND": f"127.0.0.1:{self.ports[service.name].metrics}",
         }
         if service.name == "identity" and self.mode == "sidecar":
             # identity's sidecar reads the keys from the app beside it, not through itself.
@@ -184,6 +198,7 @@ class Fleet:
                     **sidecar_env,
                     "MESHAUTH_SIDECAR_LISTEN": f"127.0.0.1:{ports.public}",
                     "MESHAUTH_SIDECAR_UPSTREAM": upstream,
+                    "MESHAUTH_SIDECAR_METRICS_LISTEN": f"127.0.0.1:{ports.sidecar_metrics}",
                 },
                 log_path=logs / "sidecar.log",
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,13 @@ def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _list(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc} (a comma-separated list of addresses or CIDRs)") from None
+
+
 def _host_port(name: str, raw: str) -> tuple[str, int]:
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit():
@@ -79,8 +87,12 @@ class SidecarConfig:
     http_timeout: float = 2.0
     jwks_cache_file: str = ""
     upstream_timeout: float = 60.0
+    body_timeout: float = 30.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     upstream_connections: int = 100
     shutdown_timeout: float = 15.0
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
+    metrics_port: int = 9091
 
     @property
     def upstream_socket(self) -> str:
@@ -93,12 +105,15 @@ class SidecarConfig:
         listen_host, listen_port = _host_port(
             "MESHAUTH_SIDECAR_LISTEN", env("MESHAUTH_SIDECAR_LISTEN", "0.0.0.0:8000")
         )
+        metrics_host, metrics_port = _host_port(
+            "MESHAUTH_SIDECAR_METRICS_LISTEN", env("MESHAUTH_SIDECAR_METRICS_LISTEN", "0.0.0.0:9091")
+        )
         upstream = _upstream(env("MESHAUTH_SIDECAR_UPSTREAM", "http://127.0.0.1:8080"))
         config = cls(
             listen_host=listen_host,
             listen_port=listen_port,
             upstream=upstream,
-            public_paths=_list(env("MESHAUTH_PUBLIC_PATHS", "/livez,/readyz,/metrics")),
+            public_paths=_list(env("MESHAUTH_PUBLIC_PATHS", "/livez,/readyz")),
             issuer=env("MESHAUTH_ISSUER"),
             audience=_list(env("MESHAUTH_AUDIENCE")),
             jwks_url=env("MESHAUTH_JWKS_URL"),
@@ -116,11 +131,19 @@ class SidecarConfig:
             jwks_cache_file=os.environ.get("MESHAUTH_JWKS_CACHE_FILE", ""),
             http_timeout=env_number("MESHAUTH_HTTP_TIMEOUT", "2"),
             upstream_timeout=env_number("MESHAUTH_SIDECAR_UPSTREAM_TIMEOUT", "60"),
+            body_timeout=env_number("MESHAUTH_SIDECAR_BODY_TIMEOUT", "30"),
+            trusted_proxies=_networks(
+                "MESHAUTH_SIDECAR_TRUSTED_PROXIES", env("MESHAUTH_SIDECAR_TRUSTED_PROXIES", "")
+            ),
             upstream_connections=int(env_number("MESHAUTH_SIDECAR_UPSTREAM_CONNECTIONS", "100")),
             shutdown_timeout=env_number("MESHAUTH_SIDECAR_SHUTDOWN_TIMEOUT", "15"),
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
         if not config.audience:
             raise ConfigError("Set the environment variable MESHAUTH_AUDIENCE.")
+        if (config.metrics_host, config.metrics_port) == (config.listen_host, config.listen_port):
+            raise ConfigError("MESHAUTH_SIDECAR_METRICS_LISTEN must differ from MESHAUTH_SIDECAR_LISTEN.")
         if config.leeway > MAX_LEEWAY:
             raise ConfigError(f"MESHAUTH_LEEWAY must be at most {MAX_LEEWAY} seconds.")
         if any(not path.startswith("/") for path in config.public_paths):

@@ -18,9 +18,9 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 __all__ = ["ACCESS_LINES", "AccessLogger", "JsonFormatter", "LineBatch", "configure_logging"]
 
-# Scrapes every 15 s and probes every few seconds would bury the requests that matter. Exact paths:
-# with prefixes, ``/livezX/../api/v1/orders`` would leave no trace.
-QUIET_PATHS = frozenset({"/metrics", "/metrics/sidecar", "/livez", "/readyz"})
+# Probes every few seconds would bury the requests that matter (scrapes go to the metrics listener,
+# which has no access log). Exact paths: with prefixes, ``/livezX/../api/v1/orders`` would hide.
+QUIET_PATHS = frozenset({"/livez", "/readyz"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,7 +42,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One JSON line per request, except ``/metrics``, ``/metrics/sidecar``, ``/livez`` and ``/readyz``.
+    """One JSON line per request, except ``/livez`` and ``/readyz``.
 
     The lines have the :class:`JsonFormatter` shape plus the request's fields, but are built
     directly (no ``LogRecord``, one cached timestamp per second) and written in batches by

@@ -5,7 +5,9 @@ Per request:
 0. The request target must be a plain path (:mod:`meshauth.sidecar.target`): the sidecar only ever
    talks to its own app, at the fixed ``MESHAUTH_SIDECAR_UPSTREAM``; every other form is a 400.
    Decisions below are made on the decoded path the app will route.
-1. ``/metrics/sidecar`` is answered here (the sidecar's own registry); nothing else is.
+1. Nothing is answered here but refusals: the sidecar's own metrics (``/metrics/sidecar``) are on a
+   separate listener (``MESHAUTH_SIDECAR_METRICS_LISTEN``, :func:`create_metrics_server`) that the
+   Service's public port and the Ingress never reach.
 2. Requests with more header bytes than ``max_header_bytes`` get 431, bodies over
    ``max_body_bytes`` get 413, before anything reaches the app.
 3. Every inbound identity header is dropped (:func:`meshauth.headers.is_identity_header`).
@@ -17,22 +19,26 @@ Per request:
    and the ``Authorization`` header (the app may need the token for profile lookups).
    No token -> forwarded anonymously, without principal headers: the app decides per view.
 6. ``X-Request-ID`` is kept when sane, generated otherwise, and echoed on the response;
-   ``X-Forwarded-For`` gets the peer appended, ``X-Forwarded-Proto`` is kept or set.
+   ``X-Forwarded-For`` gets the peer appended. ``X-Forwarded-Proto`` is the sidecar's own scheme,
+   or the inbound value when the peer is a trusted proxy (``MESHAUTH_SIDECAR_TRUSTED_PROXIES``, the
+   ingress): the app (gunicorn trusts the sidecar) takes it for ``request.is_secure()``.
 
-Bodies stream both ways; upstream connections are pooled.
+Request bodies are read whole (within ``max_body_bytes`` and ``body_timeout``: 413 / 408) before
+the app is asked, so slow clients cost the sidecar a coroutine and never an app worker; responses
+stream back; upstream connections are pooled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Final
 
 import aiohttp
@@ -53,14 +59,14 @@ from meshauth.sidecar.target import BadTarget, Target, parse_target
 from meshauth.sidecar.upstream import open_pool, origin
 from meshauth.verifier import Verifier
 
-__all__ = ["METRICS_PATH", "Sidecar"]
+__all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
 
 log = logging.getLogger("meshauth.sidecar")
 
 METRICS_PATH: Final = "/metrics/sidecar"
-# Probe and scrape traffic would drown the signal in the request metrics and the access log.
-# Exact paths: a prefix would let ``/livezX/...`` hide from both.
-UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz", "/metrics"})
+# Probe traffic would drown the signal in the request metrics and the access log. Exact paths: a
+# prefix would let ``/livezX/...`` hide from both. (Scrapes go to the metrics listener.)
+UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz"})
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HOP_BY_HOP: Final = frozenset(
     {
@@ -75,16 +81,29 @@ HOP_BY_HOP: Final = frozenset(
         "upgrade",
     }
 )
-# Set by the sidecar itself: the inbound values are replaced, not passed along.
-_REPLACED: Final = frozenset({"authorization", "x-request-id", "x-forwarded-for", "x-forwarded-proto"})
+# Set by the sidecar itself: the inbound values are replaced, not passed along. ``Expect`` is answered
+# here (the body is read before the app is asked).
+# gunicorn reads any of the three scheme headers from its trusted peer (the sidecar): none may pass.
+_REPLACED: Final = frozenset(
+    {
+        "authorization",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-protocol",
+        "x-forwarded-ssl",
+        "expect",
+    }
+)
 _SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BUFFER_LIMIT: Final = 65_536
 _MAX_HEADER_NAMES: Final = 1024
-_CHUNK: Final = 65_536
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyRefused(Exception):
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
 
 
 def _json_response(
@@ -102,6 +121,14 @@ def _denial(exc: InvalidToken, request_id: str) -> web.Response:
     return _json_response(
         401, exc.reason, exc.detail, request_id, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     )
+
+
+def _is_trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _request_id(request: web.BaseRequest) -> str:
@@ -209,9 +236,6 @@ class Sidecar:
             self.metrics.rejected_requests.labels(exc.reason).inc()
             return _json_response(exc.status, exc.reason, exc.detail, _request_id(request))
         path = target.path
-        if path == METRICS_PATH:
-            body = generate_latest(self.metrics.registry)
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         if path in UNMEASURED_PATHS:
             return await self._serve(request, target)
         start = time.perf_counter()
@@ -226,11 +250,22 @@ class Sidecar:
             method = request.method if request.method in KNOWN_METHODS else "_OTHER"
             self.metrics.observe_request(method, status, time.perf_counter() - start)
 
+    async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The metrics listener's handler: ``GET /metrics/sidecar`` and nothing else."""
+        if request.path != METRICS_PATH or request.method not in ("GET", "HEAD"):
+            return _json_response(404, "not_found", "Not found.", _request_id(request))
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     async def _serve(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         inbound = request.headers
         request_id = _request_id(request)
         if self.shutting_down:
             return _json_response(503, "shutting_down", "The service is restarting.", request_id)
+        if len(request.raw_headers) > self.config.max_headers:
+            self.metrics.rejected_requests.labels("too_many_headers").inc()
+            detail = f"Send at most {self.config.max_headers} header fields."
+            return _json_response(431, "too_many_headers", detail, request_id)
         if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > self.config.max_header_bytes:
             auth = inbound.getall("Authorization", [])
             if any(len(value) > self.config.max_token_bytes for value in auth):
@@ -250,9 +285,17 @@ class Sidecar:
                 principal, token = await self._authenticate(inbound)
             except InvalidToken as exc:
                 return _denial(exc, request_id)
-        return await self._forward(
-            request, target, self._upstream_headers(request, principal, token, request_id), request_id
-        )
+        body: bytes | None = None
+        if request.body_exists:
+            try:
+                body = await self._read_body(request)
+            except _BodyRefused as exc:
+                self.metrics.rejected_requests.labels(exc.reason).inc()
+                response = _json_response(exc.status, exc.reason, exc.detail, request_id)
+                response.force_close()  # the rest of the body is not worth waiting for
+                return response
+        headers = self._upstream_headers(request, principal, token, request_id)
+        return await self._forward(request, target, headers, body, request_id)
 
     async def _authenticate(self, inbound: CIMultiDictProxy[str]) -> tuple[Principal | None, str | None]:
         values = inbound.getall("Authorization", [])
@@ -299,21 +342,51 @@ class Sidecar:
         peer = request.remote or ""
         forwarded_for = ", ".join(inbound.getall("X-Forwarded-For", []))
         out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-        proto = inbound.get("X-Forwarded-Proto", "").lower()
-        out["X-Forwarded-Proto"] = proto if proto in ("http", "https") else request.scheme
+        proto = request.scheme
+        if self.config.trusted_proxies and _is_trusted(peer, self.config.trusted_proxies):
+            claimed = inbound.get("X-Forwarded-Proto", "").lower()
+            proto = claimed if claimed in ("http", "https") else proto
+        out["X-Forwarded-Proto"] = proto
         return out
 
-    async def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes]:
-        # Streams the body through, counting, so a chunked upload cannot exceed the cap either.
-        seen = 0
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            seen += len(chunk)
-            if seen > self.config.max_body_bytes:
-                raise _BodyTooLarge
-            yield chunk
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole request body, read before the app is involved (as nginx buffers requests).
+
+        An app worker is taken only once the body is here: a client dribbling its body ties up a
+        coroutine of the sidecar (for at most ``body_timeout``), never a gunicorn worker. A chunked
+        body is counted as it arrives, so it cannot exceed the cap either.
+        """
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            # The headers passed every check: the client may send the body now.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        limit = self.config.max_body_bytes
+        length = request.content_length
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                if length is not None:
+                    return await request.content.readexactly(length)
+                buffer = bytearray()
+                async for chunk in request.content.iter_any():
+                    buffer += chunk
+                    if len(buffer) > limit:
+                        raise _BodyRefused(413, "body_too_large", "The request body is too large.")
+                return bytes(buffer)
+        except TimeoutError:
+            raise _BodyRefused(
+                408, "body_timeout", f"The request body did not arrive within {self.config.body_timeout:g} s."
+            ) from None
+        except (asyncio.IncompleteReadError, web.RequestPayloadError, ConnectionError):
+            raise _BodyRefused(
+                400, "body_incomplete", "The request body ended early or is malformed."
+            ) from None
 
     async def _forward(
-        self, request: web.BaseRequest, target: Target, headers: CIMultiDict[str], request_id: str
+        self,
+        request: web.BaseRequest,
+        target: Target,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        request_id: str,
     ) -> web.StreamResponse:
         assert self._session is not None, "start() was not awaited"  # noqa: S101 - programming error
         scheme, host, port = self._origin
@@ -326,17 +399,16 @@ class Sidecar:
             query_string=target.raw_query,
             encoded=True,
         )
-        has_body = request.body_exists
         # A pooled connection the app just closed fails before anything was sent: a request
         # without a body can safely be tried once more on a fresh connection.
-        attempts = 1 if has_body else 2
+        attempts = 1 if body is not None else 2
         for attempt in range(attempts):
             try:
                 upstream = await self._session.request(
                     request.method,
                     url,
                     headers=headers,
-                    data=self._body(request) if has_body else None,
+                    data=body,
                     allow_redirects=False,
                     compress=None,
                 )
@@ -344,15 +416,9 @@ class Sidecar:
             except aiohttp.ServerDisconnectedError:
                 if attempt == attempts - 1:
                     return self._upstream_error("disconnected", 502, request_id)
-            except _BodyTooLarge:
-                self.metrics.rejected_requests.labels("body_too_large").inc()
-                return _json_response(413, "body_too_large", "The request body is too large.", request_id)
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 return self._upstream_error("timeout", 504, request_id)
-            except aiohttp.ClientError as exc:
-                if isinstance(exc.__cause__, _BodyTooLarge) or isinstance(exc.__context__, _BodyTooLarge):
-                    self.metrics.rejected_requests.labels("body_too_large").inc()
-                    return _json_response(413, "body_too_large", "The request body is too large.", request_id)
+            except aiohttp.ClientError:
                 # Nothing listens: the app is down or restarting, which is a 503 (as Envoy answers),
                 # not a bad gateway; clients and load balancers retry a 503.
                 return self._upstream_error("connect", 503, request_id)
@@ -422,9 +488,9 @@ def create_server(sidecar: Sidecar) -> web.Server:
     """An aiohttp low-level server running ``sidecar.handle`` (parser limits from the config)."""
     config = sidecar.config
     # The parser's header-field limit is generous on purpose: the handler enforces the real cap and
-    # answers it in JSON (an oversized token as 401 too_large, other headers as 431). The request line
-    # and the header count are the parser's to refuse (SidecarServer answers 414 / 431 in JSON); the
-    # line holds the method and version too, the handler enforces the target's own length exactly.
+    # answers it in JSON (an oversized token as 401 too_large, other headers as 431). A request line
+    # far too long is the parser's to refuse (SidecarServer answers 414 in JSON); the line holds the
+    # method and version too, the handler enforces the target's own length exactly.
     max_line = config.max_url_bytes + 64
     max_field = max(8190, max(config.max_header_bytes, config.max_token_bytes) * 4)
     return SidecarServer(
@@ -434,5 +500,12 @@ def create_server(sidecar: Sidecar) -> web.Server:
         max_line_size=max_line,
         # Distinct from max_line_size: the overflowing limit tells a long target from a long header.
         max_field_size=max_field if max_field != max_line else max_field + 1,
-        max_headers=config.max_headers,
+        # The handler counts exactly (the parser's count is off by its own bookkeeping); far above
+        # the cap, the parser stops reading and SidecarServer answers the same 431.
+        max_headers=config.max_headers * 2,
     )
+
+
+def create_metrics_server(sidecar: Sidecar) -> web.Server:
+    """The metrics listener: ``/metrics/sidecar`` for Prometheus, on its own port (no access log)."""
+    return SidecarServer(sidecar.handle_metrics, access_log=None)
