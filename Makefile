@@ -33,8 +33,8 @@ format: sync ## apply ruff's fixes and formatting
 	@$(UV) run --no-sync ruff check --fix .
 	@$(UV) run --no-sync ruff format .
 
-bench: sync ## measure throughput and latency side by side (prints figures and ratios)
-	@$(UV) run --no-sync mesh bench
+bench: sync ## auth cost side by side: req/s, latency, CPU per request (ARGS="--json bench.json")
+	@$(UV) run --no-sync mesh bench $(ARGS)
 
 db-stop: sync ## stop the embedded PostgreSQL if it is still running
 	@$(UV) run --no-sync mesh db stop

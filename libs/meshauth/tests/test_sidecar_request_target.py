@@ -16,7 +16,15 @@ import httpx
 import pytest
 
 from conftest import SidecarProcess
-from meshauth_testkit import AUDIENCE, ISSUER, PRINCIPAL_SECRET, FakeIdentity, Upstream, raw_request
+from meshauth_testkit import (
+    AUDIENCE,
+    ISSUER,
+    PRINCIPAL_SECRET,
+    FakeIdentity,
+    Upstream,
+    raw_request,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +156,8 @@ def test_probe_paths_match_exactly(sidecar: SidecarProcess, upstream: Upstream) 
         if line.startswith("meshauth_sidecar_request_duration_seconds_count")
     ]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == 4  # 3 × 401 + /livezX/orders
+    # Access lines are written in batches (at most 0.2 s late): wait for the one that must be there.
+    wait_until(lambda: '"path": "/livezX/orders"' in sidecar.log.read_text())
     log = sidecar.log.read_text()
     assert '"path": "/livezX/orders"' in log
     assert '"path": "/readyz"' not in log

@@ -73,6 +73,10 @@ if get_env("METRICS_BIND", ""):
     bind.append(get_env("METRICS_BIND"))
 workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
 threads = get_env("GUNICORN_THREADS", 1, cast=int)
+# gthread, even with one thread: sync workers close the connection after every request, so the
+# sidecar (or any proxy in front) would pay a TCP set-up per request; gthread keeps connections
+# alive for `keepalive` seconds, parked in a poller, not holding a thread.
+worker_class = "gthread"
 timeout = get_env("GUNICORN_TIMEOUT", 30, cast=int)
 graceful_timeout = get_env("GUNICORN_GRACEFUL_TIMEOUT", 20, cast=int)
 keepalive = get_env("GUNICORN_KEEPALIVE", 5, cast=int)

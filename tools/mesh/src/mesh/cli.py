@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from mesh import dbchecks
@@ -154,7 +155,14 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mesh.bench import run_bench
 
-    return run_bench(load_registry(find_root()), seconds=args.seconds, rounds=args.rounds)
+    return run_bench(
+        load_registry(find_root()),
+        seconds=args.seconds,
+        rounds=args.rounds,
+        connections=args.connections,
+        json_path=args.json,
+        upstream=args.upstream,
+    )
 
 
 def cmd_new_service(args: argparse.Namespace) -> int:
@@ -212,8 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help="auth cost side by side: baseline, in-process, sidecar, introspection"
     )
-    bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
+    bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
+    bench.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds; median and min-max reported (default 5)"
+    )
+    bench.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    bench.add_argument(
+        "--upstream",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how orders' sidecar reaches gunicorn: loopback TCP (default, as deployed) or a unix socket",
+    )
+    bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
     bench.set_defaults(func=cmd_bench)
 
     new = sub.add_parser(

@@ -11,7 +11,7 @@ import uvloop
 from aiohttp import web
 
 from meshauth.sidecar.config import ConfigError, SidecarConfig
-from meshauth.sidecar.logging import configure_logging
+from meshauth.sidecar.logging import ACCESS_LINES, configure_logging
 from meshauth.sidecar.proxy import Sidecar, create_metrics_server, create_server
 
 __all__ = ["main", "serve"]
@@ -49,6 +49,7 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     await runner.cleanup()
     await metrics_runner.cleanup()
     await sidecar.close()
+    ACCESS_LINES.flush()
     log.info("stopped")
 
 

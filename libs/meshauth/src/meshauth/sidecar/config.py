@@ -12,7 +12,10 @@ from meshauth.keys import ALGORITHMS
 from meshauth.sidecar.target import MAX_TARGET_BYTES
 from meshauth.verifier import MAX_LEEWAY, MAX_TOKEN_BYTES
 
-__all__ = ["ConfigError", "SidecarConfig", "env", "env_number"]
+__all__ = ["UNIX_PREFIX", "ConfigError", "SidecarConfig", "env", "env_number"]
+
+#: ``MESHAUTH_SIDECAR_UPSTREAM`` starting with this names the app's unix domain socket.
+UNIX_PREFIX = "unix:"
 
 
 class ConfigError(Exception):
@@ -91,6 +94,11 @@ class SidecarConfig:
     metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
     metrics_port: int = 9091
 
+    @property
+    def upstream_socket(self) -> str:
+        """The app's unix socket path (``unix:/path`` upstream), or ``""`` for a TCP upstream."""
+        return self.upstream.removeprefix(UNIX_PREFIX) if self.upstream.startswith(UNIX_PREFIX) else ""
+
     @classmethod
     def from_env(cls) -> SidecarConfig:
         """Read and validate the environment; raises :class:`ConfigError`."""
@@ -100,10 +108,7 @@ class SidecarConfig:
         metrics_host, metrics_port = _host_port(
             "MESHAUTH_SIDECAR_METRICS_LISTEN", env("MESHAUTH_SIDECAR_METRICS_LISTEN", "0.0.0.0:9091")
         )
-        upstream = env("MESHAUTH_SIDECAR_UPSTREAM", "http://127.0.0.1:8080").rstrip("/")
-        parts = urlsplit(upstream)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
-            raise ConfigError(f"MESHAUTH_SIDECAR_UPSTREAM={upstream!r} must be http(s)://host:port.")
+        upstream = _upstream(env("MESHAUTH_SIDECAR_UPSTREAM", "http://127.0.0.1:8080"))
         config = cls(
             listen_host=listen_host,
             listen_port=listen_port,
@@ -144,6 +149,21 @@ class SidecarConfig:
         if any(not path.startswith("/") for path in config.public_paths):
             raise ConfigError("MESHAUTH_PUBLIC_PATHS entries must start with '/'.")
         return config
+
+
+def _upstream(raw: str) -> str:
+    if raw.startswith(UNIX_PREFIX):
+        # A socket on a volume both containers mount: no TCP stack between sidecar and app.
+        if not raw.removeprefix(UNIX_PREFIX).startswith("/"):
+            raise ConfigError(f"MESHAUTH_SIDECAR_UPSTREAM={raw!r} must be unix:/absolute/path.")
+        return raw
+    upstream = raw.rstrip("/")
+    parts = urlsplit(upstream)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise ConfigError(
+            f"MESHAUTH_SIDECAR_UPSTREAM={upstream!r} must be http(s)://host:port or unix:/path."
+        )
+    return upstream
 
 
 def _principal_secret() -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
 import logging
 import re
@@ -47,7 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from meshauth.errors import InvalidToken
-from meshauth.headers import bearer_token, is_identity_header, sign_principal
+from meshauth.headers import PrincipalSigner, bearer_token, is_identity_header
 from meshauth.jwks import default_cache_file
 from meshauth.principal import Principal
 from meshauth.sidecar.config import SidecarConfig
@@ -55,6 +56,7 @@ from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
 from meshauth.sidecar.protocol import SidecarServer
 from meshauth.sidecar.target import BadTarget, Target, parse_target
+from meshauth.sidecar.upstream import open_pool, origin
 from meshauth.verifier import Verifier
 
 __all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
@@ -95,6 +97,7 @@ _REPLACED: Final = frozenset(
 )
 _SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BUFFER_LIMIT: Final = 65_536
+_MAX_HEADER_NAMES: Final = 1024
 
 
 class _BodyRefused(Exception):
@@ -130,7 +133,17 @@ def _is_trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv
 
 def _request_id(request: web.BaseRequest) -> str:
     request_id = request.headers.get("X-Request-ID", "")
-    return request_id if _SAFE_REQUEST_ID.match(request_id) else uuid.uuid4().hex
+    return request_id if _SAFE_REQUEST_ID.match(request_id) else _new_request_id()
+
+
+# Generated request ids: 64 random bits per process, then a counter (a uuid4 per request costs a
+# getrandom call); 32 hex digits like a uuid4's.
+_ID_PREFIX: Final = uuid.uuid4().hex[:16]
+_id_counter = itertools.count()
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 def _is_under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -162,10 +175,14 @@ class Sidecar:
         jwks = self.verifier.jwks
         # Age at scrape time, not at the last verification.
         self.metrics.auth.jwks_age.set_function(lambda: jwks.age() or 0.0)
-        self.upstream = URL(config.upstream)
+        self.upstream = origin(config)
         # The only place requests go: the request target contributes a path and a query, nothing else.
         self._origin = (self.upstream.scheme, self.upstream.raw_host or "", self.upstream.port)
         self.shutting_down = False
+        self._signer = PrincipalSigner(config.principal_secret)
+        # Which inbound header names are dropped, decided once per name (bounded: names are the
+        # client's choice).
+        self._dropped: dict[str, bool] = {}
         self._session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -173,14 +190,8 @@ class Sidecar:
 
     async def start(self) -> None:
         """Open the upstream pool and load the JWKS (a failure is logged; requests then get 503)."""
-        connector = aiohttp.TCPConnector(
-            limit=self.config.upstream_connections,
-            # Below gunicorn's keep-alive (5 s), so we never reuse a connection it is closing.
-            keepalive_timeout=4.0,
-            ttl_dns_cache=60,
-        )
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=await open_pool(self.config),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.config.http_timeout, sock_read=self.config.upstream_timeout
@@ -237,7 +248,7 @@ class Sidecar:
         finally:
             self.metrics.active_requests.dec()
             method = request.method if request.method in KNOWN_METHODS else "_OTHER"
-            self.metrics.request_duration.labels(method, str(status)).observe(time.perf_counter() - start)
+            self.metrics.observe_request(method, status, time.perf_counter() - start)
 
     async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
         """The metrics listener's handler: ``GET /metrics/sidecar`` and nothing else."""
@@ -300,22 +311,33 @@ class Sidecar:
             raise
         return await self.verifier.averify(token), token
 
+    def _drops(self, name: str) -> bool:
+        dropped = self._dropped.get(name)
+        if dropped is None:
+            lowered = name.lower()
+            dropped = lowered in HOP_BY_HOP or lowered in _REPLACED or is_identity_header(name)
+            if len(self._dropped) >= _MAX_HEADER_NAMES:
+                self._dropped.clear()
+            self._dropped[name] = dropped
+        return dropped
+
     def _upstream_headers(
         self, request: web.BaseRequest, principal: Principal | None, token: str | None, request_id: str
     ) -> CIMultiDict[str]:
         inbound = request.headers
-        listed = {
-            name.strip().lower() for value in inbound.getall("Connection", []) for name in value.split(",")
-        }
+        listed = (
+            {name.strip().lower() for value in inbound.getall("Connection") for name in value.split(",")}
+            if "Connection" in inbound
+            else None
+        )
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in inbound.items():
-            lowered = name.lower()
-            if lowered in HOP_BY_HOP or lowered in listed or lowered in _REPLACED or is_identity_header(name):
+            if self._drops(name) or (listed and name.lower() in listed):
                 continue
             out.add(name, value)
         if principal is not None and token is not None:
             out["Authorization"] = f"Bearer {token}"
-            out.update(sign_principal(principal, self.config.principal_secret))
+            out.update(self._signer.sign(principal, token))
         out["X-Request-ID"] = request_id
         peer = request.remote or ""
         forwarded_for = ", ".join(inbound.getall("X-Forwarded-For", []))
@@ -407,7 +429,7 @@ class Sidecar:
 
     def _upstream_error(self, kind: str, status: int, request_id: str) -> web.Response:
         self.metrics.upstream_errors.labels(kind).inc()
-        log.warning("upstream %s: %s", kind, self.upstream)
+        log.warning("upstream %s: %s", kind, self.config.upstream)
         retry = {"Retry-After": "5"} if status == 503 else None
         return _json_response(
             status, "upstream_unavailable", "The service is unavailable, retry shortly.", request_id, retry
