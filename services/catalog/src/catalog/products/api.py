@@ -36,7 +36,7 @@ ERRORS: dict[int, Any] = {400: Invalid, 401: Detail, 403: Detail}
 
 class ProductFilters(Schema):
     category: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9-]*$")] | None = None
-    search: Annotated[str, Field(max_length=100, pattern=r"^[^\x00]*$")] | None = None
+    search: Annotated[str, Field(max_length=100)] | None = None
     page: Annotated[int, Field(ge=1, le=100_000)] = 1
     page_size: Annotated[int, Field(ge=1, le=100)] = 20
 

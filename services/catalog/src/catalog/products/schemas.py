@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 from ninja import Schema
 from pydantic import (
-    AfterValidator,
     BeforeValidator,
     Field,
     PlainSerializer,
@@ -45,13 +44,6 @@ def _price_from_string(value: Any) -> Decimal:
         raise ValueError("price is not a decimal number") from None
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 PriceIn = Annotated[
     Decimal,
     BeforeValidator(_price_from_string),
@@ -64,7 +56,6 @@ PriceOut = Annotated[
 ]
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, examples=["MUG-001"])]
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, examples=["EUR"])]
-Text = Annotated[str, AfterValidator(_no_nul)]
 Qty = Annotated[int, Field(ge=1, le=MAX_QTY, strict=True)]
 
 
@@ -89,7 +80,7 @@ class CategoryOut(Schema):
 
 class CategoryIn(Schema):
     slug: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", examples=["kitchen"])]
-    name: Annotated[Text, Field(min_length=1, max_length=120)]
+    name: Annotated[str, Field(min_length=1, max_length=120)]
 
 
 class ProductOut(Schema):
@@ -111,8 +102,8 @@ class ProductOut(Schema):
 
 class ProductIn(Schema):
     sku: Sku
-    name: Annotated[Text, Field(min_length=1, max_length=200)]
-    description: Annotated[Text, Field(max_length=5000)] = ""
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=5000)] = ""
     category: Annotated[str, Field(max_length=64)] | None = None
     price: PriceIn
     currency: Currency = "EUR"
@@ -123,8 +114,8 @@ class ProductIn(Schema):
 class ProductPatch(Schema):
     """Only the fields sent change; ``category: null`` removes the category."""
 
-    name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
-    description: Annotated[Text, Field(max_length=5000)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    description: Annotated[str, Field(max_length=5000)] | None = None
     category: Annotated[str, Field(max_length=64)] | None = None
     price: PriceIn | None = None
     currency: Currency | None = None
