@@ -11,6 +11,7 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from identity.accounts.models import User
+from identity.tokens import issuing
 from identity.tokens.models import ServiceClient
 from meshauth.django.conf import get_verifier
 from meshauth.django.ninja import MeshAuth
@@ -60,7 +61,9 @@ def introspect(request: HttpRequest, payload: IntrospectIn) -> Status[object]:
         return Status(200, {"active": False})
     is_user = principal.is_user and principal.subject.isdigit()
     user = User.objects.filter(pk=int(principal.subject), is_active=True).first() if is_user else None
-    if user is None:
+    # A logged-out or revoked session ends its access tokens here at once; services that verify
+    # locally accept them until they expire (IDENTITY_ACCESS_TOKEN_TTL, 10 minutes by default).
+    if user is None or not issuing.session_active(principal.claims.get("sid")):
         return Status(200, {"active": False})
     answer: dict[str, object] = {
         "active": True,
