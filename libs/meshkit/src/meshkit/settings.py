@@ -131,6 +131,7 @@ def service_middleware(*extra: str) -> list[str]:
         # After the size limit: it reads the body, and only bodies within the limit.
         "meshkit.inputs.RejectNulMiddleware",
         "meshkit.errors.DatabaseUnavailableMiddleware",
+        "meshkit.errors.JsonMethodNotAllowedMiddleware",
         "django.middleware.security.SecurityMiddleware",
         # The admin's static files, from the image, without a separate web server.
         "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -57,6 +57,8 @@ PriceOut = Annotated[
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, examples=["MUG-001"])]
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, examples=["EUR"])]
 Qty = Annotated[int, Field(ge=1, le=MAX_QTY, strict=True)]
+# A JSON true/false only: "yes", 1 or "false" must not quietly become a bool.
+StrictBool = Annotated[bool, Field(strict=True)]
 
 
 class Detail(Schema):
@@ -108,7 +110,7 @@ class ProductIn(Schema):
     price: PriceIn
     currency: Currency = "EUR"
     stock: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] = 0
-    active: bool = True
+    active: StrictBool = True
 
 
 class ProductPatch(Schema):
@@ -120,7 +122,7 @@ class ProductPatch(Schema):
     price: PriceIn | None = None
     currency: Currency | None = None
     stock: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] | None = None
-    active: bool | None = None
+    active: StrictBool | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -6,6 +6,8 @@ answered; everyone else verifies locally with meshauth (no network call per requ
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from pydantic import Field
@@ -22,7 +24,7 @@ router = Router(tags=["tokens"])
 
 class IntrospectIn(Schema):
     token: str = Field(max_length=16_384)
-    include_profile: bool = False
+    include_profile: Annotated[bool, Field(strict=True)] = False
 
 
 class PersonalInfo(Schema):
