@@ -1,4 +1,5 @@
-"""The NUL guard: no text input holding NUL reaches a view; the client gets the 400 contract."""
+"""The input guard: no text input holding NUL, no repeated query parameter reaches a view; the
+client gets the 400 contract."""
 
 from __future__ import annotations
 
@@ -70,3 +71,9 @@ def test_nul_in_the_path_names_nothing(client: Client) -> None:
     response = client.get("/items/a%00b")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found."}
+
+
+def test_a_repeated_query_parameter_is_400(client: Client) -> None:
+    response = client.get("/items/a?page=1&page=2&size=3")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"page": ["must be given once"]}

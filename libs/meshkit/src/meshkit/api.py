@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.schema import OpenAPISchema
+from pydantic import model_validator
 
-__all__ = ["InvalidInput", "MeshAPI", "create_api", "field_errors"]
+__all__ = ["InvalidInput", "MeshAPI", "PartialUpdate", "create_api", "field_errors"]
 
 _DETAIL: dict[str, Any] = {
     "type": "object",
@@ -42,6 +43,7 @@ _PLATFORM_RESPONSES: dict[str, tuple[str, dict[str, Any]]] = {
     "400": ("Invalid request: the fields at fault and why.", _INVALID),
     "401": ("A missing, malformed, expired or otherwise rejected bearer token.", _DETAIL),
     "413": ("The request body is larger than the service accepts.", _DETAIL),
+    "414": ("The URL is longer than the service accepts.", _DETAIL),
     "503": ("A dependency (the database, the app behind the sidecar) is unavailable; retry.", _DETAIL),
 }
 _AUTHENTICATED_RESPONSES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -57,6 +59,21 @@ class InvalidInput(HttpError):
         self.errors = errors
 
 
+class PartialUpdate(Schema):
+    """Base of PATCH bodies: every field may be left out, but the body is still a JSON object.
+
+    With every field optional, a JSON array, string or number would otherwise pass as "no change".
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_only(cls, data: Any) -> Any:
+        # ninja hands validators its DjangoGetter wrapper; the parsed body is inside.
+        if not isinstance(getattr(data, "_obj", data), dict):
+            raise ValueError("the body must be a JSON object")
+        return data
+
+
 class MeshAPI(NinjaAPI):
     """A NinjaAPI whose OpenAPI document lists the platform's answers on every operation."""
 
@@ -66,7 +83,8 @@ class MeshAPI(NinjaAPI):
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         for operations in schema["paths"].values():
             for operation in operations.values():
-                responses = operation.setdefault("responses", {})
+                # ninja keys responses by int, JSON by string: one key per status, the view's first.
+                responses = {str(k): v for k, v in operation.get("responses", {}).items()}
                 extra = dict(_PLATFORM_RESPONSES)
                 if operation.get("security"):
                     extra.update(_AUTHENTICATED_RESPONSES)
@@ -75,6 +93,7 @@ class MeshAPI(NinjaAPI):
                         status,
                         {"description": description, "content": {"application/json": {"schema": body}}},
                     )
+                operation["responses"] = dict(sorted(responses.items()))
         return schema
 
 

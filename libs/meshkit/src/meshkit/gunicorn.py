@@ -80,6 +80,9 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 # gunicorn's own limit (8 KiB) answers an oversized header with an HTML 431 before Django runs; let
 # meshauth see it and answer a too-large token with its JSON 401. The sidecar caps headers itself.
 limit_request_field_size = get_env("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 131_072, cast=int)
+# gunicorn's largest request line (its default, 4094, is below the sidecar's 4 KiB target limit):
+# behind a sidecar, the sidecar's JSON 414 is the one a client meets.
+limit_request_line = get_env("GUNICORN_LIMIT_REQUEST_LINE", 8190, cast=int)
 accesslog = "-"
 errorlog = "-"
 logger_class = JsonAccessLogger

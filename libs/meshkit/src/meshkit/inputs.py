@@ -1,10 +1,14 @@
-"""One guard for every service's text input: no NUL character reaches a view, a form or the database.
+"""One guard for every service's input: no NUL character reaches a view, a form or the database,
+and no query parameter arrives twice.
 
 PostgreSQL's text types cannot hold NUL (psycopg raises "A string literal cannot contain NUL" and
 the client gets a 500). Refusing it per field is a promise each new field must remember; this
 middleware refuses it once, for every query parameter, JSON bodies (any depth, keys and values) and
 form bodies, with the API's validation contract: 400 ``{"detail", "errors"}``. A path holding NUL
 names nothing: 404.
+
+A query parameter given twice (``?page=1&page=2``) is ambiguous: the views would silently use the
+last one. None of the APIs takes a list in the query, so the guard refuses repeats with 400 too.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from django.http import HttpRequest, HttpResponse
 
 from meshkit.errors import json_error
 
-__all__ = ["NUL_MESSAGE", "RejectNulMiddleware", "nul_fields"]
+__all__ = ["NUL_MESSAGE", "REPEATED_MESSAGE", "InputGuardMiddleware", "nul_fields", "repeated_parameters"]
 
 NUL_MESSAGE = "must not contain NUL characters"
+REPEATED_MESSAGE = "must be given once"
 _FORM_TYPES = ("application/x-www-form-urlencoded",)
 
 
@@ -81,8 +86,13 @@ def nul_fields(request: HttpRequest) -> list[str]:
     return sorted(set(fields))
 
 
-class RejectNulMiddleware:
-    """Answer 400 with the field names when any text input of the request holds a NUL character.
+def repeated_parameters(request: HttpRequest) -> list[str]:
+    """Query parameters given more than once."""
+    return sorted(key for key, values in request.GET.lists() if len(values) > 1 and "\x00" not in key)
+
+
+class InputGuardMiddleware:
+    """Answer 400 with the field names when a text input holds NUL or a query parameter repeats.
 
     Place it after the body-size limit, so that only bodies within the limit are read.
     """
@@ -98,6 +108,9 @@ class RejectNulMiddleware:
             fields = nul_fields(request)
         except RequestDataTooBig:
             return json_error(413, "Request body is too large.")
-        if fields:
-            return json_error(400, "Invalid request.", errors={field: [NUL_MESSAGE] for field in fields})
+        errors = {field: [NUL_MESSAGE] for field in fields}
+        for field in repeated_parameters(request):
+            errors.setdefault(field, []).append(REPEATED_MESSAGE)
+        if errors:
+            return json_error(400, "Invalid request.", errors=errors)
         return self.get_response(request)

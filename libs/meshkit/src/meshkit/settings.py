@@ -129,7 +129,7 @@ def service_middleware(*extra: str) -> list[str]:
         "meshkit.requestid.RequestIdMiddleware",
         "meshkit.errors.BodySizeLimitMiddleware",
         # After the size limit: it reads the body, and only bodies within the limit.
-        "meshkit.inputs.RejectNulMiddleware",
+        "meshkit.inputs.InputGuardMiddleware",
         "meshkit.errors.DatabaseUnavailableMiddleware",
         "meshkit.errors.JsonMethodNotAllowedMiddleware",
         "django.middleware.security.SecurityMiddleware",

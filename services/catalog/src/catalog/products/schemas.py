@@ -19,10 +19,10 @@ from pydantic import (
     PlainSerializer,
     WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
 from catalog.products.models import CURRENCY_PATTERN, PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS, SKU_PATTERN
+from meshkit.api import PartialUpdate
 
 MAX_QTY = 1000
 MAX_ITEMS = 100
@@ -113,7 +113,7 @@ class ProductIn(Schema):
     active: StrictBool = True
 
 
-class ProductPatch(Schema):
+class ProductPatch(PartialUpdate):
     """Only the fields sent change; ``category: null`` removes the category."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
@@ -123,15 +123,6 @@ class ProductPatch(Schema):
     currency: Currency | None = None
     stock: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] | None = None
     active: StrictBool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _object_only(cls, data: Any) -> Any:
-        # Every field is optional, so a JSON array or string would otherwise pass as "no change".
-        # ninja hands validators its DjangoGetter wrapper; the parsed body is inside.
-        if not isinstance(getattr(data, "_obj", data), dict):
-            raise ValueError("the body must be a JSON object")
-        return data
 
 
 class ProductPage(Schema):
