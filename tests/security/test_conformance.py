@@ -28,7 +28,9 @@ MAX_EXAMPLES = 15
 SEED = 20261202
 
 
-def schemathesis(fleet: Fleet, service: str, token: str, *selection: str) -> subprocess.CompletedProcess[str]:
+def schemathesis(
+    fleet: Fleet, service: str, token: str, workdir: Path, *selection: str
+) -> subprocess.CompletedProcess[str]:
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     if st is None:
         tool_missing("schemathesis (`st`) is not installed; `make sync` installs it")
@@ -50,8 +52,14 @@ def schemathesis(fleet: Fleet, service: str, token: str, *selection: str) -> sub
         f"--header={name}: {value}",
         *selection,
     ]
+    # In a directory of its own: schemathesis keeps a cache in the working directory.
     return subprocess.run(
-        argv, capture_output=True, text=True, timeout=600, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=workdir,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )
 
 
@@ -66,7 +74,7 @@ def schemathesis(fleet: Fleet, service: str, token: str, *selection: str) -> sub
     ],
 )
 def test_the_api_keeps_its_openapi_promises(
-    sidecar_mesh: Fleet, service: str, who: str, selection: list[str]
+    sidecar_mesh: Fleet, service: str, who: str, selection: list[str], tmp_path: Path
 ) -> None:
     token = {
         "user": lambda: signup_and_login(sidecar_mesh).access_token,
@@ -74,6 +82,6 @@ def test_the_api_keeps_its_openapi_promises(
         "introspector": lambda: introspector_token(sidecar_mesh),
         "orders-service": lambda: orders_service_token(sidecar_mesh),
     }[who]()
-    result = schemathesis(sidecar_mesh, service, token, *selection)
+    result = schemathesis(sidecar_mesh, service, token, tmp_path, *selection)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Tested:" in result.stdout  # it ran operations, not just fetched the document
