@@ -5,8 +5,9 @@ clients of the mesh read as "unprocessable business rule", e.g. an Idempotency-K
 different body). Every 400 has the same shape, ``{"detail": ..., "errors": {field: [message]}}``.
 
 The OpenAPI document names every status an operation can answer, including the ones the platform
-adds to any view (the NUL guard's 400, a rejected token's 401, the body limit's 413, the database
-or the app being down: 503), so a client generated from it expects what it will get.
+adds to any view (the input guard's 400, a rejected token's 401, the sidecar's request limits: 408,
+413, 414, 431, the database or the app being down: 503), so a client generated from it expects what
+it will get.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ _INVALID: dict[str, Any] = {
 _PLATFORM_RESPONSES: dict[str, tuple[str, dict[str, Any]]] = {
     "400": ("Invalid request: the fields at fault and why.", _INVALID),
     "401": ("A missing, malformed, expired or otherwise rejected bearer token.", _DETAIL),
+    "408": ("The request body arrived too slowly (the sidecar buffers bodies with a deadline).", _DETAIL),
     "413": ("The request body is larger than the service accepts.", _DETAIL),
     "414": ("The URL is longer than the service accepts.", _DETAIL),
+    "431": ("The request headers are larger or more numerous than the service accepts.", _DETAIL),
     "503": ("A dependency (the database, the app behind the sidecar) is unavailable; retry.", _DETAIL),
 }
 _AUTHENTICATED_RESPONSES: dict[str, tuple[str, dict[str, Any]]] = {
