@@ -92,6 +92,9 @@ limit_request_field_size = get_env("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 131_072,
 # its own (principal, request ID, forwarded-for/-proto): gunicorn's default of 100 would answer the
 # sum with an HTML 431.
 limit_request_fields = get_env("GUNICORN_LIMIT_REQUEST_FIELDS", 128, cast=int)
+# gunicorn's largest request line (its default, 4094, is below the sidecar's 4 KiB target limit):
+# behind a sidecar, the sidecar's JSON 414 is the one a client meets.
+limit_request_line = get_env("GUNICORN_LIMIT_REQUEST_LINE", 8190, cast=int)
 accesslog = "-"
 errorlog = "-"
 logger_class = JsonAccessLogger

@@ -141,7 +141,10 @@ def service_middleware(*extra: str) -> list[str]:
         "meshkit.metrics.RequestMetricsMiddleware",
         "meshkit.requestid.RequestIdMiddleware",
         "meshkit.errors.BodySizeLimitMiddleware",
+        # After the size limit: it reads the body, and only bodies within the limit.
+        "meshkit.inputs.InputGuardMiddleware",
         "meshkit.errors.DatabaseUnavailableMiddleware",
+        "meshkit.errors.JsonMethodNotAllowedMiddleware",
         "django.middleware.security.SecurityMiddleware",
         # The admin's static files, from the image, without a separate web server.
         "whitenoise.middleware.WhiteNoiseMiddleware",
