@@ -52,3 +52,10 @@ new-service: sync ## add a fully wired service: make new-service NAME=payments [
 	@test -n "$(NAME)" || { echo 'usage: make new-service NAME=payments [ARGS="--port 8004 --reads catalog"]'; exit 2; }
 	@$(UV) run --no-sync mesh new-service "$(NAME)" $(ARGS)
 	@$(UV) sync --all-packages --locked --quiet
+
+.PHONY: images pods
+images: sync ## build the four images with podman (django-mesh/<name>:dev); stand-in bases when none can be pulled
+	@$(UV) run --no-sync mesh images $(ARGS)
+
+pods: sync ## run the charts' pods from those images under podman kube play, on 127.0.0.1:8001-8003
+	@$(UV) run --no-sync mesh pods $(ARGS)

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from meshkit.env import REQUIRED, as_bool, get_env
+from meshkit.env import BUILD_PLACEHOLDER, REQUIRED, as_bool, get_env
 
 __all__ = ["database_config", "parse_database_url"]
 
@@ -49,7 +49,11 @@ def database_config(
     ``public``. Connection reuse fits a pooler: ``CONN_MAX_AGE`` with ``CONN_HEALTH_CHECKS``, and
     server-side cursors can be turned off for PgBouncer in transaction mode.
     """
-    config = parse_database_url(url or get_env(url_variable, REQUIRED), variable=url_variable)
+    value = url or get_env(url_variable, REQUIRED)
+    if value == BUILD_PLACEHOLDER:
+        # An image build (collectstatic) opens no connection: an address nothing listens on.
+        value = "postgres://build@127.0.0.1:1/build"
+    config = parse_database_url(value, variable=url_variable)
     options = config["OPTIONS"]
     options.setdefault("connect_timeout", get_env("DATABASE_CONNECT_TIMEOUT", 5, cast=int))
     options["options"] = f"-c search_path={schema}"
