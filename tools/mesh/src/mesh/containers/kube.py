@@ -44,6 +44,11 @@ ADAPTATIONS: list[tuple[str, str]] = [
         "would collide; listening on 127.0.0.1 keeps them off other interfaces",
     ),
     (
+        "containers' ports: lists are dropped",
+        "podman maps declared ports through a bridge, which host networking refuses; on the host's "
+        "network a container's listening port is the host's",
+    ),
+    (
         "Service URLs (http://<service>:8000 in MESHAUTH_IDENTITY_URL, MESHAUTH_JWKS_URL, <CALLEE>_URL) "
         "become http://127.0.0.1:<port>; MESHAUTH_ISSUER, an identifier, is kept",
         "podman has no Services and no cluster DNS",
@@ -190,8 +195,9 @@ def adapt_pod_spec(spec: Doc, replacements: dict[str, str], port_map: dict[int, 
         for entry in container.get("env", []):
             if "value" in entry and entry["name"] not in _KEEP:
                 entry["value"] = _rewrite(str(entry["value"]), replacements)
-        for port in container.get("ports", []):
-            port["containerPort"] = port_map.get(port["containerPort"], port["containerPort"])
+        # podman turns declared ports into port mappings, which the host's network refuses; a
+        # container on the host's network listens on the host's ports anyway.
+        container.pop("ports", None)
         for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
             if kind in container:
                 container[kind] = _probe(container[kind], port_map)
@@ -204,7 +210,11 @@ def job_as_pod(job: Doc, name: str) -> Doc:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": dict(template.get("metadata", {}).get("labels", {}))},
+        "metadata": {
+            "name": name,
+            "labels": dict(template.get("metadata", {}).get("labels", {})),
+            "annotations": dict(template.get("metadata", {}).get("annotations", {})),
+        },
         "spec": copy.deepcopy(template["spec"]),
     }
 
