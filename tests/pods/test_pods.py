@@ -66,6 +66,7 @@ def free_offset(ports: list[int]) -> int:
 class PodsRun:
     process: subprocess.Popen[str]
     output: Path
+    state: Path
     offset: int
     mode: str
     urls: dict[str, str]
@@ -82,15 +83,31 @@ def _start(mode: str, tmp: Path) -> PodsRun:
     ports = [s.port for s in registry] + [s.app_port for s in registry]
     offset = free_offset(ports)
     output = tmp / "mesh-pods.log"
+    # Not under pytest's tmp: other pytest sessions reset its root to 0700, which the server's own
+    # unprivileged user then cannot traverse.
+    state = REPO / ".mesh" / f"pods-test-{offset}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mesh", "pods", "--mode", mode, "--port-offset", str(offset),
-         "--state-dir", str(tmp / "state"), "--database", "test_pods"],
+        [
+            sys.executable,
+            "-m",
+            "mesh",
+            "pods",
+            "--mode",
+            mode,
+            "--port-offset",
+            str(offset),
+            "--state-dir",
+            str(state),
+            "--database",
+            "test_pods",
+        ],
         cwd=REPO,
         stdout=output.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
     )
-    run = PodsRun(process, output, offset, mode, {s.name: f"http://127.0.0.1:{s.port + offset}" for s in registry})
+    urls = {s.name: f"http://127.0.0.1:{s.port + offset}" for s in registry}
+    run = PodsRun(process, output, state, offset, mode, urls)
     deadline = time.monotonic() + START_TIMEOUT
     while "press Ctrl-C" not in run.text():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -108,6 +125,7 @@ def _stop(run: PodsRun) -> None:
         except subprocess.TimeoutExpired:
             run.process.kill()
             run.process.wait()
+    shutil.rmtree(run.state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module", params=["sidecar", "inprocess"])
@@ -204,9 +222,13 @@ def test_principal_secret_is_born_in_the_pod(pods: PodsRun) -> None:
             assert len(read.stdout.strip()) >= 32
             secrets_seen.add((pod, read.stdout.strip()))
         # read-only for both containers: written once by the init container
-        denied = podman("exec", f"{pod}-app", "sh", "-c", "echo x > /run/meshauth/principal-secret", check=False)
+        denied = podman(
+            "exec", f"{pod}-app", "sh", "-c", "echo x > /run/meshauth/principal-secret", check=False
+        )
         assert denied.returncode != 0
-    assert len({secret for _, secret in secrets_seen}) == 3, "one secret per pod, shared by its two containers"
+    assert len({secret for _, secret in secrets_seen}) == 3, (
+        "one secret per pod, shared by its two containers"
+    )
 
 
 def test_a_killed_app_container_is_restarted_and_serves_again(pods: PodsRun) -> None:

@@ -30,6 +30,7 @@ Doc = dict[str, Any]
 POD_HTTP_PORT = 8000
 POD_UPSTREAM_PORT = 8080
 NAMESPACE_K8S = "mesh"
+EXEC_PROBE_SLACK = 5
 
 ADAPTATIONS: list[tuple[str, str]] = [
     (
@@ -54,9 +55,11 @@ ADAPTATIONS: list[tuple[str, str]] = [
         "podman has no Services and no cluster DNS",
     ),
     (
-        "httpGet and tcpSocket probes become exec probes doing the same request with the image's Python",
+        "httpGet and tcpSocket probes become exec probes doing the same request with the image's Python, "
+        f"with {EXEC_PROBE_SLACK} s more timeout",
         "podman runs probes inside the container with curl or nc, which the slim images do not have "
-        "(the kubelet probes from outside)",
+        "(the kubelet probes from outside); starting a process in the container takes time the "
+        "kubelet's request does not",
     ),
     (
         "Jobs (the k8s/ bootstrap Job, each chart's pre-install migration hook) run as bare Pods, in "
@@ -71,6 +74,15 @@ ADAPTATIONS: list[tuple[str, str]] = [
     (
         "Service, ServiceAccount, NetworkPolicy, HPA, PDB, Ingress and monitoring objects are not played",
         "podman has no API server or controllers for them (the chart tests validate them)",
+    ),
+    (
+        "volumes are named <pod>-<volume>; the bootstrap Job's ConfigMap gets the run's suffix",
+        "podman makes each emptyDir a machine-wide named volume called after the pod's volume, and a "
+        "configMap volume one called after the ConfigMap: pods would share /tmp and the principal secret",
+    ),
+    (
+        "Secrets are created with `podman secret create` (JSON of base64 values), not played",
+        "podman 4 stores a played Secret in a form its own secretKeyRef cannot read",
     ),
     (
         "with a port offset, release and Secret names get a -<offset> suffix",
@@ -177,6 +189,8 @@ def adapt_env_map(data: dict[str, str], replacements: dict[str, str]) -> dict[st
 
 def _probe(probe: dict[str, Any], port_map: dict[int, int]) -> dict[str, Any]:
     probe = copy.deepcopy(probe)
+    if "httpGet" in probe or "tcpSocket" in probe:
+        probe["timeoutSeconds"] = probe.get("timeoutSeconds", 1) + EXEC_PROBE_SLACK
     if "httpGet" in probe:
         get = probe.pop("httpGet")
         port = port_map.get(int(get["port"]), get["port"])
@@ -231,3 +245,8 @@ def secret(name: str, data: dict[str, str]) -> Doc:
 
 def dump(docs: list[Doc]) -> str:
     return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def adaptation_lines() -> list[str]:
+    """ADAPTATIONS as the Markdown list docs/pods.md carries (a test keeps the two equal)."""
+    return [f"- {what}: because {why}." for what, why in ADAPTATIONS]

@@ -18,7 +18,14 @@ from typing import Any
 __all__ = ["Podman", "PodmanError", "missing_tools"]
 
 # What a fresh Debian needs for images and pods (`.ci/run` installs them).
-REQUIRED_TOOLS = {"podman": "podman", "buildah": "buildah", "runc": "runc", "debootstrap": "debootstrap"}
+REQUIRED_TOOLS = {
+    "podman": "podman",
+    "buildah": "buildah",
+    "runc": "runc",
+    # podman builds its pods' infra (pause) image from it
+    "catatonit": "catatonit",
+    "debootstrap": "debootstrap",
+}
 
 
 class PodmanError(RuntimeError):

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -290,11 +291,12 @@ class PodsRun:
         except RuntimeError as exc:
             if "Unknown command" not in str(exc):
                 raise
-            output = ""
+            output = ""  # the service has no demo data
+        finally:
+            self.remove_pod(pod["metadata"]["name"])
         for line in output.splitlines():
             if line.strip():
                 self.progress(f"{service.name}: {line.strip()}")
-        self.remove_pod(pod["metadata"]["name"])
 
     def _port_map(self, service: Service) -> dict[int, int]:
         own = self.ports[service.name]
@@ -329,7 +331,8 @@ class PodsRun:
         last = "no answer"
         while time.monotonic() < deadline:
             try:
-                response = httpx.get(url, timeout=2.0)
+                # A worker loads the app on its first request: slow on a busy machine.
+                response = httpx.get(url, timeout=10.0)
                 if response.status_code == 200:
                     return
                 last = f"HTTP {response.status_code}"
@@ -361,13 +364,21 @@ class PodsRun:
         self.create_secrets()
         self.bootstrap_job()
         rendered = {service.name: self.render(renderer, service) for service in self.services}
-        for service in self.services:
-            self.migration_job(service, rendered[service.name])
-        for service in self.services:
-            self.seed(service, rendered[service.name])
-        for service in self.services:
-            self.deployment(service, rendered[service.name])
+        # Releases are independent of each other: each one's hook, then its seed, side by side.
+        self._each(lambda s: (self.migration_job(s, rendered[s.name]), self.seed(s, rendered[s.name])))
+        # identity first: the others' sidecars and apps fetch its keys at start.
+        first, *rest = self.services
+        self.deployment(first, rendered[first.name])
+        self._each(lambda s: self.deployment(s, rendered[s.name]), rest)
         self.timings["all ready"] = time.monotonic() - started
+
+    def _each(self, step: Callable[[Service], object], services: list[Service] | None = None) -> None:
+        """Run ``step`` for every service at once; the first failure is raised once all are done."""
+        chosen = self.services if services is None else services
+        with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+            futures = [pool.submit(step, service) for service in chosen]
+        for future in futures:
+            future.result()
 
     def down(self) -> None:
         """Remove every pod, volume and secret this run created (and the server, if it started it)."""
