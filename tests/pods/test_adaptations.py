@@ -68,7 +68,13 @@ def test_only_listed_fields_change(renderer: ChartRenderer, service: str, mode: 
         "MESHAUTH_SIDECAR_LISTEN",
         "MESHAUTH_SIDECAR_UPSTREAM",
     )
-    allowed = (".hostNetwork", ".ports", "Probe.", *(f".env.{name}.value" for name in addresses))
+    allowed = (
+        ".hostNetwork",
+        ".restartPolicy",
+        ".ports",
+        "Probe.",
+        *(f".env.{name}.value" for name in addresses),
+    )
     assert ".hostNetwork" in changed
     assert [p for p in changed if not any(a in p for a in allowed)] == []
     # podman can run it: no native sidecar, and every probe works without curl or nc

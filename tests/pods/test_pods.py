@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mesh.containers.podman import missing_tools
 from mesh.registry import find_root, load_registry
 from mesh.testing import tool_missing
 
@@ -130,8 +131,9 @@ def _stop(run: PodsRun) -> None:
 
 @pytest.fixture(scope="module", params=["sidecar", "inprocess"])
 def pods(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodsRun]:
-    if shutil.which("podman") is None:
-        tool_missing("podman is not installed (apt-get install podman buildah runc catatonit debootstrap)")
+    missing = missing_tools()
+    if missing:
+        tool_missing(f"missing Debian packages: {' '.join(missing)}")
     run = _start(request.param, tmp_path_factory.mktemp(f"pods-{request.param}"))
     try:
         yield run
@@ -202,9 +204,11 @@ def test_every_pod_is_the_charts_shape_on_loopback(pods: PodsRun) -> None:
             assert not re.search(r"error|traceback|exception", text, re.IGNORECASE), f"{container}:\n{text}"
             env = dict(e.split("=", 1) for e in info["Config"]["Env"])
             assert "MESHAUTH_PRINCIPAL_SECRET" not in env, "the principal secret never travels in the env"
-        # The converted liveness probe does what the kubelet's would.
-        health = podman("healthcheck", "run", f"{pod}-app", check=False)
-        assert health.returncode == 0, health.stdout + health.stderr
+        # The converted liveness probe, as podman runs it (a shell line in the container), passes.
+        test = json.loads(podman("inspect", f"{pod}-app").stdout)[0]["Config"]["Healthcheck"]["Test"]
+        assert test[0] == "CMD-SHELL"
+        probe = podman("exec", f"{pod}-app", "sh", "-c", " ".join(test[1:]), check=False)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
 
 
 def test_principal_secret_is_born_in_the_pod(pods: PodsRun) -> None:

@@ -45,6 +45,11 @@ ADAPTATIONS: list[tuple[str, str]] = [
         "would collide; listening on 127.0.0.1 keeps them off other interfaces",
     ),
     (
+        "restartPolicy: OnFailure instead of Always in pods with init containers",
+        "podman applies the pod's policy to init containers too, restarting a finished one (and then "
+        "failing the pod when it removes it); OnFailure still restarts every container that crashes",
+    ),
+    (
         "containers' ports: lists are dropped",
         "podman maps declared ports through a bridge, which host networking refuses; on the host's "
         "network a container's listening port is the host's",
@@ -205,6 +210,8 @@ def adapt_pod_spec(spec: Doc, replacements: dict[str, str], port_map: dict[int, 
     """A pod spec as podman can run it on the host's loopback (see ADAPTATIONS)."""
     spec = copy.deepcopy(spec)
     spec["hostNetwork"] = True
+    if spec.get("initContainers") and spec.get("restartPolicy", "Always") == "Always":
+        spec["restartPolicy"] = "OnFailure"
     for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
         for entry in container.get("env", []):
             if "value" in entry and entry["name"] not in _KEEP:

@@ -51,7 +51,6 @@ Progress = Callable[[str], None]
 BOOTSTRAP = Path("k8s") / "db-bootstrap" / "bootstrap.yaml"
 READY_TIMEOUT = 180.0
 JOB_TIMEOUT = 300.0
-PLAY_ATTEMPTS = 3
 
 
 class Stopped(Exception):
@@ -194,17 +193,7 @@ class PodsRun:
                 self.pods.append(doc["metadata"]["name"])
             elif doc["kind"] == "Deployment":
                 self.pods.append(f"{doc['metadata']['name']}-pod-0")
-        for attempt in range(1, PLAY_ATTEMPTS + 1):
-            try:
-                self.podman.run("kube", "play", str(path), timeout=JOB_TIMEOUT)
-                return
-            except PodmanError as exc:
-                # podman 4 can remove a finished init container before its exit is recorded and then
-                # fails the whole pod ("failed to remove once init container"); playing again works.
-                if "failed to remove once init container" not in str(exc) or attempt == PLAY_ATTEMPTS:
-                    raise
-                self.progress(f"{label}: podman's init-container race, playing it again ({attempt})")
-                self.podman.run("kube", "down", str(path), check=False)
+        self.podman.run("kube", "play", str(path), timeout=JOB_TIMEOUT)
 
     def run_pod(self, pod: Doc, extra: list[Doc], *, backoff_limit: int = 0) -> str:
         """Play a Job's pod and wait until its container succeeds; returns its output."""
