@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -148,3 +149,11 @@ def test_two_migrate_locked_at_once_both_succeed_and_apply_once(admin_url: str) 
             conn.close()
     finally:
         drop_database(admin_url, name)
+
+
+def test_each_master_gets_its_own_control_socket_in_tmp(served_app) -> None:
+    # gunicorn 23+ would put it in $HOME/.gunicorn (read-only in a pod, shared under `make up`).
+    _, app, _ = served_app
+    log = app.log_path.read_text()
+    assert f"Control socket listening at {tempfile.gettempdir()}/gunicorn-{app.pid}.ctl" in log
+    assert "Control server error" not in log
