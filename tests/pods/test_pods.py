@@ -55,10 +55,10 @@ def _free(port: int) -> bool:
     return True
 
 
-def free_offset(ports: list[int]) -> int:
+def free_offset(ports: list[int], taken: set[int]) -> int:
     """An offset from 2000 up under which every port the mesh needs is free."""
     for offset in range(2000, 20000, 50):
-        if all(_free(p + offset) for p in ports):
+        if offset not in taken and all(_free(p + offset) for p in ports):
             return offset
     raise RuntimeError("no free port range")
 
@@ -79,43 +79,31 @@ class PodsRun:
         return re.findall(r"^    (\S+-pod-0)\s", self.text(), re.MULTILINE)
 
 
-def _start(mode: str, tmp: Path) -> PodsRun:
+def _start(mode: str, tmp: Path, taken: set[int]) -> PodsRun:
     registry = load_registry(REPO)
-    ports = [s.port for s in registry] + [s.app_port for s in registry]
-    offset = free_offset(ports)
+    offset = free_offset([s.port for s in registry] + [s.app_port for s in registry], taken)
     output = tmp / "mesh-pods.log"
     # Not under pytest's tmp: other pytest sessions reset its root to 0700, which the server's own
     # unprivileged user then cannot traverse.
     state = REPO / ".mesh" / f"pods-test-{offset}"
+    argv = [sys.executable, "-m", "mesh", "pods", "--no-build", "--mode", mode, "--port-offset", str(offset)]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mesh",
-            "pods",
-            "--mode",
-            mode,
-            "--port-offset",
-            str(offset),
-            "--state-dir",
-            str(state),
-            "--database",
-            "test_pods",
-        ],
+        [*argv, "--state-dir", str(state), "--database", "test_pods"],
         cwd=REPO,
         stdout=output.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
     )
     urls = {s.name: f"http://127.0.0.1:{s.port + offset}" for s in registry}
-    run = PodsRun(process, output, state, offset, mode, urls)
+    return PodsRun(process, output, state, offset, mode, urls)
+
+
+def _wait_up(run: PodsRun) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while "press Ctrl-C" not in run.text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop(run)
-            pytest.fail(f"mesh pods did not come up:\n{run.text()[-6000:]}")
+        if run.process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"mesh pods --mode {run.mode} did not come up:\n{run.text()[-6000:]}")
         time.sleep(1)
-    return run
 
 
 def _stop(run: PodsRun) -> None:
@@ -129,27 +117,49 @@ def _stop(run: PodsRun) -> None:
     shutil.rmtree(run.state, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", params=["sidecar", "inprocess"])
-def pods(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodsRun]:
+def _leftovers(run: PodsRun) -> dict[str, list[str]]:
+    """Pods, containers, volumes and secrets carrying this run's suffix."""
+    suffix = f"-{run.offset}"
+    found = {
+        "pods": podman("pod", "ps", "--format", "{{.Name}}").stdout.split(),
+        "containers": podman("ps", "-a", "--format", "{{.Names}}").stdout.split(),
+        "volumes": podman("volume", "ls", "--format", "{{.Name}}").stdout.split(),
+        "secrets": podman("secret", "ls", "--format", "{{.Name}}").stdout.split(),
+    }
+    return {kind: [n for n in names if suffix in n] for kind, names in found.items()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PodsRun]]:
+    """Both auth modes side by side, each its own `mesh pods` on its own ports and PostgreSQL."""
     missing = missing_tools()
     if missing:
         tool_missing(f"missing Debian packages: {' '.join(missing)}")
-    run = _start(request.param, tmp_path_factory.mktemp(f"pods-{request.param}"))
+    # The images once (cached layers after the first build), then both runs from them.
+    built = subprocess.run(
+        [sys.executable, "-m", "mesh", "images"], cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-2000:]
+    started: dict[str, PodsRun] = {}
     try:
-        yield run
+        for mode in ("sidecar", "inprocess"):
+            taken = {run.offset for run in started.values()}
+            started[mode] = _start(mode, tmp_path_factory.mktemp(f"pods-{mode}"), taken)
+        for run in started.values():
+            _wait_up(run)
+        yield started
     finally:
-        _stop(run)
-        # Nothing this run created outlives it: no pod, container, volume or secret with its suffix.
-        suffix = f"-{run.offset}"
-        leftovers = {
-            "pods": podman("pod", "ps", "--format", "{{.Name}}").stdout.split(),
-            "containers": podman("ps", "-a", "--format", "{{.Names}}").stdout.split(),
-            "volumes": podman("volume", "ls", "--format", "{{.Name}}").stdout.split(),
-            "secrets": podman("secret", "ls", "--format", "{{.Name}}").stdout.split(),
-        }
-        mine = {kind: [n for n in names if suffix in n] for kind, names in leftovers.items()}
+        for run in started.values():
+            _stop(run)
+    for run in started.values():
         assert run.process.returncode == 0, run.text()[-3000:]
-        assert mine == {"pods": [], "containers": [], "volumes": [], "secrets": []}
+        # Nothing a run created outlives it.
+        assert _leftovers(run) == {"pods": [], "containers": [], "volumes": [], "secrets": []}
+
+
+@pytest.fixture(params=["sidecar", "inprocess"])
+def pods(request: pytest.FixtureRequest, runs: dict[str, PodsRun]) -> PodsRun:
+    return runs[request.param]
 
 
 def signup_and_login(identity: str) -> str:

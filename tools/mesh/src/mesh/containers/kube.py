@@ -121,6 +121,9 @@ def pod_values(service: Service, mode: str) -> dict[str, Any]:
     return {
         "image": {"registry": "", "repository": f"{NAMESPACE}/{service.name}", "tag": TAG},
         "replicaCount": 1,
+        # two workers per service, as `make up` runs them (the chart's default derives 2 x CPU + 1 from
+        # the CPU limit, and without cgroup delegation podman leaves every core visible)
+        "gunicorn": {"workers": 2},
         "django": {"allowedHosts": ["127.0.0.1", "localhost"]},
         "auth": {
             "mode": mode,
