@@ -59,3 +59,7 @@ images: sync ## build the four images with podman (django-mesh/<name>:dev); stan
 
 pods: sync ## run the charts' pods from those images under podman kube play, on 127.0.0.1:8001-8003
 	@$(UV) run --no-sync mesh pods $(ARGS)
+
+.PHONY: chart-readmes
+chart-readmes: sync ## regenerate the app charts' READMEs from values.yaml's ## @param comments (bitnami readme-generator, npm)
+	@$(UV) run --no-sync python tests/charts/readmes.py
