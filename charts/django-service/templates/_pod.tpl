@@ -114,6 +114,8 @@ readinessProbe:
       memory: 64Mi
   {{- include "django-service.security.container" . | nindent 2 }}
   volumeMounts:
+    - name: tmp
+      mountPath: /tmp
     - name: meshauth
       mountPath: /run/meshauth
 {{- end -}}

@@ -203,16 +203,14 @@ class PodsRun:
         deadline = time.monotonic() + JOB_TIMEOUT
         while time.monotonic() < deadline:
             state = self.podman.inspect("container", container)
+            restarts = int(state.get("RestartCount", 0))
             if state["State"]["Status"] == "exited":
-                if state["State"]["ExitCode"] == 0 and state.get("RestartCount", 0) <= backoff_limit:
-                    return (
-                        self.podman.run("logs", container).stdout + self.podman.run("logs", container).stderr
-                    )
-                if (
-                    pod["spec"].get("restartPolicy") == "Never"
-                    or state.get("RestartCount", 0) >= backoff_limit
-                ):
+                succeeded = state["State"]["ExitCode"] == 0
+                # OnFailure (the bootstrap Job) restarts a failed container, like the Job's retries.
+                if succeeded or pod["spec"].get("restartPolicy") == "Never" or restarts >= backoff_limit:
                     logs = self.podman.run("logs", container, check=False)
+                    if succeeded:
+                        return logs.stdout + logs.stderr
                     raise RuntimeError(f"pod {name} failed:\n{logs.stdout}{logs.stderr}")
             time.sleep(0.5)
         raise TimeoutError(f"pod {name} did not finish within {JOB_TIMEOUT:.0f} s")
