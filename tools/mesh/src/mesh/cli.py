@@ -1,7 +1,9 @@
 """The `mesh` command: run the fleet locally and manage its database.
 
-mesh up [--mode sidecar|inprocess] [--only NAME ...]
+mesh up [--mode sidecar|inprocess] [--only NAME ...] [--pooler]
 mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
+mesh db budget [--scenario NAME] [--values SERVICE=FILE] [--server URL]
+mesh db lint-migrations [--only NAME ...]
 mesh new-service NAME [--port N] [--reads SERVICE ...]
 mesh images [--only NAME ...] [--no-cache]
 mesh pods [--mode sidecar|inprocess] [--port-offset N]
@@ -17,6 +19,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from mesh import dbchecks
 from mesh.bootstrap import bootstrap, local_passwords, psql_script, service_url
 from mesh.fleet import Fleet
 from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, state_dir
@@ -46,6 +49,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         workers=args.workers,
         only=tuple(args.only),
         port_offset=args.port_offset,
+        pooler=args.pooler,
     )
     stop = threading.Event()
 
@@ -64,6 +68,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                     if not proc.alive():
                         _say(f"{proc.name} exited; last lines of {proc.log_path}:\n{proc.tail()}")
                         stop.set()
+            pooler = fleet.pgbouncer.process if fleet.pgbouncer else None
+            if pooler is not None and not pooler.alive():
+                _say(f"pgbouncer exited; last lines of {pooler.log_path}:\n{pooler.tail()}")
+                stop.set()
             stop.wait(1.0)
     except Exception as exc:  # noqa: BLE001 - report and clean up whatever failed
         _say(f"failed: {exc}")
@@ -116,6 +124,8 @@ _JOURNEY = """  Try it:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    if args.db_command in dbchecks.COMMANDS:
+        return dbchecks.run(args)
     registry = load_registry(find_root())
     if args.db_command == "sql":
         sys.stdout.write(psql_script(registry))
@@ -202,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="add this to every port, to run a second mesh beside one",
     )
+    up.add_argument(
+        "--pooler",
+        action="store_true",
+        help="put PgBouncer (transaction pooling) between every service and PostgreSQL",
+    )
     up.set_defaults(func=cmd_up)
 
     test = sub.add_parser("test", help="run every test suite, each in its own pytest process")
@@ -251,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("bootstrap", help="create schemas, roles and read grants from mesh.toml")
     db_sub.add_parser("sql", help="print the bootstrap as SQL (what the cluster Job runs)")
     db_sub.add_parser("stop", help="stop the embedded PostgreSQL")
+    dbchecks.add_parsers(db_sub)
     url = db_sub.add_parser("url", help="print a service's DATABASE_URL")
     url.add_argument("service")
     db.set_defaults(func=cmd_db)
