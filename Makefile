@@ -53,6 +53,13 @@ new-service: sync ## add a fully wired service: make new-service NAME=payments [
 	@$(UV) run --no-sync mesh new-service "$(NAME)" $(ARGS)
 	@$(UV) sync --all-packages --locked --quiet
 
+.PHONY: images pods
+images: sync ## build the four images with podman (django-mesh/<name>:dev); stand-in bases when none can be pulled
+	@$(UV) run --no-sync mesh images $(ARGS)
+
+pods: sync ## run the charts' pods from those images under podman kube play, on 127.0.0.1:8001-8003
+	@$(UV) run --no-sync mesh pods $(ARGS)
+
 .PHONY: chart-readmes
 chart-readmes: sync ## regenerate the app charts' READMEs from values.yaml's ## @param comments (bitnami readme-generator, npm)
 	@$(UV) run --no-sync python tests/charts/readmes.py

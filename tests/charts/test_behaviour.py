@@ -119,13 +119,34 @@ def test_memory_volumes_for_tmp_and_metrics(renderer: Renderer, chart: str) -> N
     metrics_dir = env(rendered)["PROMETHEUS_MULTIPROC_DIR"]
     for path in ("/tmp", metrics_dir):  # noqa: S108
         assert volumes[mounts[path]]["emptyDir"]["medium"] == "Memory"
-    # the principal secret is shared through memory, written by the sidecar, read-only for the app
+    # the principal secret is shared through memory: written by the pod's first init container
+    # before anything reads it, read-only for the sidecar and the app
     secret_file = env(rendered)["MESHAUTH_PRINCIPAL_SECRET_FILE"]
     shared = next(m for m in app(rendered)["volumeMounts"] if secret_file.startswith(m["mountPath"] + "/"))
     assert shared["readOnly"] is True
     assert volumes[shared["name"]]["emptyDir"]["medium"] == "Memory"
-    sidecar = spec["initContainers"][0]
-    assert any(m["name"] == shared["name"] and not m.get("readOnly") for m in sidecar["volumeMounts"])
+    writer, sidecar = spec["initContainers"]
+    assert writer["name"] == "principal-secret"
+    assert writer["command"] == ["meshauth-principal-secret", secret_file]
+    assert any(m["name"] == shared["name"] and not m.get("readOnly") for m in writer["volumeMounts"])
+    assert sidecar["name"] == "meshauth"
+    assert any(m["name"] == shared["name"] and m.get("readOnly") for m in sidecar["volumeMounts"])
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_sidecar_as_an_ordinary_container_for_runtimes_without_native_sidecars(
+    renderer: Renderer, chart: str
+) -> None:
+    native = pod(renderer.render(chart))["spec"]
+    plain = pod(renderer.render(chart, {"auth": {"sidecar": {"native": False}}}))["spec"]
+    assert native["initContainers"][1]["restartPolicy"] == "Always"
+    # the secret writer stays first; the sidecar moves beside the app, the same container otherwise
+    assert [c["name"] for c in plain["initContainers"]] == ["principal-secret"]
+    assert [c["name"] for c in plain["containers"]] == ["app", "meshauth"]
+    moved = dict(native["initContainers"][1])
+    del moved["restartPolicy"]
+    assert plain["containers"][1] == moved
+    assert plain["containers"][0] == native["containers"][0]
 
 
 def test_in_process_mode_has_no_sidecar(renderer: Renderer) -> None:

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -171,6 +172,14 @@ def test_gunicorn_keeps_a_connection_alive_for_the_next_request(served_app) -> N
         assert sockets.count(sockets[0]) == 3, "every request used the same connection"
     finally:
         conn.close()
+
+
+def test_each_master_gets_its_own_control_socket_in_tmp(served_app) -> None:
+    # gunicorn 23+ would put it in $HOME/.gunicorn (read-only in a pod, shared under `make up`).
+    _, app, _ = served_app
+    log = app.log_path.read_text()
+    assert f"Control socket listening at {tempfile.gettempdir()}/gunicorn-{app.pid}.ctl" in log
+    assert "Control server error" not in log
 
 
 def test_migrate_locked_refuses_a_transaction_pooler_and_changes_nothing(admin_url: str) -> None:

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,15 @@ loglevel = get_env("LOG_LEVEL", "info").lower()
 # The app logs its own errors as JSON; gunicorn's error log keeps its own format on stderr.
 forwarded_allow_ips = get_env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = get_env("GUNICORN_PROC_NAME", "meshkit")
+# gunicorn 23+ opens a control socket (for `gunicornc`) at $HOME/.gunicorn/gunicorn.ctl by default:
+# under a read-only root filesystem (HOME=/nonexistent) that logs an error at every start, and masters
+# sharing a HOME (`make up`) would fight over one socket. Each master gets its own in the temporary
+# directory instead (the pod's memory-backed /tmp); GUNICORN_CONTROL_SOCKET names another path, and
+# `off` turns it off.
+control_socket = get_env(
+    "GUNICORN_CONTROL_SOCKET", os.path.join(tempfile.gettempdir(), f"gunicorn-{os.getpid()}.ctl")
+)
+control_socket_disable = control_socket == "off"
 
 
 def on_starting(server: Any) -> None:

@@ -16,7 +16,7 @@ import secrets
 from django.core.exceptions import ImproperlyConfigured
 
 from meshkit.database import database_config
-from meshkit.env import as_bool, as_list, get_env, local_dev
+from meshkit.env import as_bool, as_list, building, get_env, local_dev
 from meshkit.logging import logging_config
 
 __all__ = [
@@ -55,7 +55,7 @@ def _secret_key() -> str:
         if len(key) < 32:
             raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long.")
         return str(key)
-    if LOCAL_DEV:
+    if LOCAL_DEV or building():
         # A throwaway key: sessions and signed values do not survive a restart, which is fine locally.
         return secrets.token_urlsafe(50)
     raise ImproperlyConfigured("Set the environment variable SECRET_KEY.")
