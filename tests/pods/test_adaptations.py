@@ -25,7 +25,7 @@ from mesh.registry import find_root, load_registry
 
 REPO = find_root(Path(__file__).parent)
 REGISTRY = load_registry(REPO)
-PORTS = {s.name: PodPorts(s.port, s.app_port) for s in REGISTRY}
+PORTS = {s.name: PodPorts.of(s) for s in REGISTRY}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def diff(a: Any, b: Any, path: str = "") -> list[str]:
 def test_only_listed_fields_change(renderer: ChartRenderer, service: str, mode: str) -> None:
     docs = renderer.render(service, service, pod_values(REGISTRY[service], mode))
     rendered = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
-    ports = {8000: PORTS[service].public, 8080: PORTS[service].app}
+    ports = PORTS[service].port_map()
     replacements = address_replacements(REGISTRY, PORTS, service)
     played = adapt_pod_spec(copy.deepcopy(rendered), replacements, ports)
     changed = diff(rendered, played)
@@ -67,6 +67,7 @@ def test_only_listed_fields_change(renderer: ChartRenderer, service: str, mode: 
         "MESHAUTH_IDENTITY_URL",
         "MESHAUTH_SIDECAR_LISTEN",
         "MESHAUTH_SIDECAR_UPSTREAM",
+        "MESHAUTH_SIDECAR_METRICS_LISTEN",
     )
     allowed = (
         ".hostNetwork",
@@ -91,6 +92,9 @@ def test_addresses_move_to_loopback_and_identifiers_stay(renderer: ChartRenderer
     configmap = next(d for d in docs if d["kind"] == "ConfigMap" and "data" in d)["data"]
     adapted = adapt_env_map(configmap, address_replacements(REGISTRY, PORTS, "orders"))
     assert adapted["GUNICORN_BIND"] == f"127.0.0.1:{PORTS['orders'].app}"
+    # the internal listener on the port `make up` gives it (mesh.toml port + 2000), off 0.0.0.0
+    assert configmap["METRICS_BIND"] == "0.0.0.0:9090"
+    assert adapted["METRICS_BIND"] == f"127.0.0.1:{REGISTRY['orders'].metrics_port}"
     assert adapted["CATALOG_URL"] == f"http://127.0.0.1:{PORTS['catalog'].public}"
     assert (
         adapted["MESHAUTH_JWKS_URL"] == f"http://127.0.0.1:{PORTS['identity'].public}/.well-known/jwks.json"
@@ -98,10 +102,35 @@ def test_addresses_move_to_loopback_and_identifiers_stay(renderer: ChartRenderer
     assert adapted["MESHAUTH_ISSUER"] == configmap["MESHAUTH_ISSUER"] == "http://identity:8000"
     assert {k for k in configmap if configmap[k] != adapted[k]} == {
         "GUNICORN_BIND",
+        "METRICS_BIND",
         "CATALOG_URL",
         "MESHAUTH_JWKS_URL",
         "MESHAUTH_IDENTITY_URL",
     }
+
+
+def test_every_pod_gets_its_own_internal_ports(renderer: ChartRenderer) -> None:
+    """Three pods on the host's network: no two listen on the same port (9090/9091 included)."""
+    listening: list[str] = []
+    for service in REGISTRY:
+        docs = renderer.render(service.name, service.name, pod_values(service, "sidecar"))
+        configmap = next(d for d in docs if d["kind"] == "ConfigMap" and "data" in d)["data"]
+        adapted = adapt_env_map(configmap, address_replacements(REGISTRY, PORTS, service.name))
+        spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+        played = adapt_pod_spec(spec, address_replacements(REGISTRY, PORTS, service.name), {})
+        sidecar = {e["name"]: e.get("value") for c in played["containers"] for e in c.get("env", [])}
+        binds = [
+            adapted["GUNICORN_BIND"],
+            adapted["METRICS_BIND"],
+            sidecar["MESHAUTH_SIDECAR_LISTEN"],
+            sidecar["MESHAUTH_SIDECAR_METRICS_LISTEN"],
+        ]
+        assert all(bind.startswith("127.0.0.1:") for bind in binds), binds
+        # the same ports as `make up` (mesh.Fleet): one rule, from mesh.toml
+        assert binds[1] == f"127.0.0.1:{service.metrics_port}"
+        assert binds[3] == f"127.0.0.1:{service.sidecar_metrics_port}"
+        listening += binds
+    assert len(listening) == len(set(listening)) == 4 * len(REGISTRY.services)
 
 
 def test_docs_list_every_adaptation() -> None:

@@ -71,6 +71,8 @@ class PodsRun:
     offset: int
     mode: str
     urls: dict[str, str]
+    metrics: dict[str, str]
+    sidecar_metrics: dict[str, str]
 
     def text(self) -> str:
         return self.output.read_text()
@@ -81,7 +83,8 @@ class PodsRun:
 
 def _start(mode: str, tmp: Path, taken: set[int]) -> PodsRun:
     registry = load_registry(REPO)
-    offset = free_offset([s.port for s in registry] + [s.app_port for s in registry], taken)
+    ports = [p for s in registry for p in (s.port, s.app_port, s.metrics_port, s.sidecar_metrics_port)]
+    offset = free_offset(ports, taken)
     output = tmp / "mesh-pods.log"
     # Not under pytest's tmp: other pytest sessions reset its root to 0700, which the server's own
     # unprivileged user then cannot traverse.
@@ -95,7 +98,10 @@ def _start(mode: str, tmp: Path, taken: set[int]) -> PodsRun:
         text=True,
     )
     urls = {s.name: f"http://127.0.0.1:{s.port + offset}" for s in registry}
-    return PodsRun(process, output, state, offset, mode, urls)
+    # the internal listeners where `make up` puts them (mesh.toml port + 2000 / + 3000, plus the offset)
+    metrics = {s.name: f"http://127.0.0.1:{s.metrics_port + offset}/metrics" for s in registry}
+    sidecar = {s.name: f"http://127.0.0.1:{s.sidecar_metrics_port + offset}/metrics/sidecar" for s in registry}
+    return PodsRun(process, output, state, offset, mode, urls, metrics, sidecar)
 
 
 def _wait_up(run: PodsRun) -> None:
@@ -193,6 +199,31 @@ def test_readme_journey_through_the_pods(pods: PodsRun) -> None:
     anonymous = httpx.get(f"{pods.urls['orders']}/api/v1/orders")
     assert anonymous.status_code == 401
     assert anonymous.headers["content-type"].startswith("application/json")
+
+
+def test_each_pod_serves_its_metrics_on_its_own_internal_ports(pods: PodsRun) -> None:
+    """Three pods on one host network: each app's /metrics and admin and each sidecar's metrics listen
+    on that service's own ports (the chart's 9090/9091 would collide), never on the public port."""
+    httpx.get(f"{pods.urls['catalog']}/api/v1/products").raise_for_status()
+    for name, public in pods.urls.items():
+        for path in ("/metrics", "/metrics/sidecar"):
+            assert httpx.get(f"{public}{path}").status_code == 404, (name, path)
+        scraped = httpx.get(pods.metrics[name], timeout=10)
+        assert scraped.status_code == 200, (name, scraped.text[:500])
+        assert "http_server_request_duration_seconds" in scraped.text
+        # the internal port is not a second way into the API
+        other = httpx.get(pods.metrics[name].replace("/metrics", "/api/v1/products"), timeout=10)
+        assert other.status_code == 404
+        sidecar = pods.sidecar_metrics[name]
+        if pods.mode == "sidecar":
+            answer = httpx.get(sidecar, timeout=10)
+            assert answer.status_code == 200, (name, answer.text[:500])
+            assert "meshauth_sidecar_request_duration_seconds" in answer.text
+        else:
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(sidecar, timeout=10)
+    catalog = httpx.get(pods.metrics["catalog"], timeout=10).text
+    assert re.search(r'http_server_request_duration_seconds_count\{[^}]*http_route="[^"]*products', catalog), catalog[-2000:]
 
 
 def test_every_pod_is_the_charts_shape_on_loopback(pods: PodsRun) -> None:

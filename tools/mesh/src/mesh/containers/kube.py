@@ -29,6 +29,9 @@ Doc = dict[str, Any]
 # The runtime contract's ports inside a pod (charts/django-service/templates/_config.tpl).
 POD_HTTP_PORT = 8000
 POD_UPSTREAM_PORT = 8080
+# The internal listeners: the app's /metrics and admin (METRICS_BIND), the sidecar's metrics.
+POD_METRICS_PORT = 9090
+POD_SIDECAR_METRICS_PORT = 9091
 NAMESPACE_K8S = "mesh"
 EXEC_PROBE_SLACK = 5
 
@@ -43,6 +46,13 @@ ADAPTATIONS: list[tuple[str, str]] = [
         "(gunicorn behind the sidecar), on 127.0.0.1 instead of 0.0.0.0:8000 and 127.0.0.1:8080",
         "with the host's network all pods share one port space, so the contract's fixed 8000/8080 "
         "would collide; listening on 127.0.0.1 keeps them off other interfaces",
+    ),
+    (
+        "each pod's internal listeners (METRICS_BIND, the app's /metrics and admin, and "
+        "MESHAUTH_SIDECAR_METRICS_LISTEN, the sidecar's metrics) move from 0.0.0.0:9090 and 0.0.0.0:9091 "
+        "to 127.0.0.1 on its mesh.toml port + 2000 and + 3000, the ports `make up` gives them",
+        "the contract's fixed 9090/9091 would collide between pods on the host's one port space; "
+        "Prometheus (`mesh observe`) and a developer find them where `make up` puts them",
     ),
     (
         "restartPolicy: OnFailure instead of Always in pods with init containers",
@@ -110,10 +120,32 @@ PROBE = ["python", "-m", "meshauth.sidecar.probe"]
 
 @dataclass(frozen=True)
 class PodPorts:
-    """Where one service's pod listens on the host: public (sidecar or in-process gunicorn) and app."""
+    """Where one service's pod listens on the host: public (sidecar or in-process gunicorn), app, and
+    the internal listeners (the app's /metrics and admin, the sidecar's metrics)."""
 
     public: int
     app: int
+    metrics: int
+    sidecar_metrics: int
+
+    @classmethod
+    def of(cls, service: Service, port_offset: int = 0) -> PodPorts:
+        """The ports `make up` gives ``service`` (mesh.Fleet's rule, from mesh.toml), so both agree."""
+        return cls(
+            service.port + port_offset,
+            service.app_port + port_offset,
+            service.metrics_port + port_offset,
+            service.sidecar_metrics_port + port_offset,
+        )
+
+    def port_map(self) -> dict[int, int]:
+        """The contract's in-pod ports → this pod's host ports (for probes)."""
+        return {
+            POD_HTTP_PORT: self.public,
+            POD_UPSTREAM_PORT: self.app,
+            POD_METRICS_PORT: self.metrics,
+            POD_SIDECAR_METRICS_PORT: self.sidecar_metrics,
+        }
 
 
 def pod_values(service: Service, mode: str) -> dict[str, Any]:
@@ -180,6 +212,8 @@ def address_replacements(registry: Registry, ports: dict[str, PodPorts], service
     result = {
         f"0.0.0.0:{POD_HTTP_PORT}": f"127.0.0.1:{own.public}",
         f"127.0.0.1:{POD_UPSTREAM_PORT}": f"127.0.0.1:{own.app}",
+        f"0.0.0.0:{POD_METRICS_PORT}": f"127.0.0.1:{own.metrics}",
+        f"0.0.0.0:{POD_SIDECAR_METRICS_PORT}": f"127.0.0.1:{own.sidecar_metrics}",
     }
     for name in registry.services:
         if name in ports:

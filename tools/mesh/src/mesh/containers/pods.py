@@ -81,9 +81,7 @@ class PodsRun:
 
     def __post_init__(self) -> None:
         for service in self.services:
-            self.ports[service.name] = PodPorts(
-                service.port + self.port_offset, service.app_port + self.port_offset
-            )
+            self.ports[service.name] = PodPorts.of(service, self.port_offset)
         self.role_passwords = {role: secrets.token_urlsafe(18) for role in self._roles()}
         self.client_secrets = {s.name: secrets.token_urlsafe(24) for s in self.services if s.calls}
 
@@ -286,8 +284,7 @@ class PodsRun:
                 self.progress(f"{service.name}: {line.strip()}")
 
     def _port_map(self, service: Service) -> dict[int, int]:
-        own = self.ports[service.name]
-        return {8000: own.public, 8080: own.app}
+        return self.ports[service.name].port_map()
 
     def _adapt(self, service: Service, pod: Doc) -> None:
         replacements = address_replacements(self.registry, self.ports, service.name)
@@ -415,8 +412,13 @@ def print_summary(run: PodsRun) -> None:
             print(f"    {pod:<22} {', '.join(run.containers(pod))}")
     print()
     for service in run.services:
+        ports = run.ports[service.name]
+        internal = f"metrics :{ports.metrics}" + (
+            f", sidecar metrics :{ports.sidecar_metrics}" if run.mode == "sidecar" else ""
+        )
         print(
-            f"  {service.name:<10} {run.url(service.name)}  (ready after {run.timings[service.name]:.1f} s)"
+            f"  {service.name:<10} {run.url(service.name)}  ({internal}; "
+            f"ready after {run.timings[service.name]:.1f} s)"
         )
     print(f"\n  all ready {run.timings['all ready']:.1f} s after start\n")
     if {"identity", "catalog", "orders"} <= set(run.ports):
