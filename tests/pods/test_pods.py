@@ -100,7 +100,9 @@ def _start(mode: str, tmp: Path, taken: set[int]) -> PodsRun:
     urls = {s.name: f"http://127.0.0.1:{s.port + offset}" for s in registry}
     # the internal listeners where `make up` puts them (mesh.toml port + 2000 / + 3000, plus the offset)
     metrics = {s.name: f"http://127.0.0.1:{s.metrics_port + offset}/metrics" for s in registry}
-    sidecar = {s.name: f"http://127.0.0.1:{s.sidecar_metrics_port + offset}/metrics/sidecar" for s in registry}
+    sidecar = {
+        s.name: f"http://127.0.0.1:{s.sidecar_metrics_port + offset}/metrics/sidecar" for s in registry
+    }
     return PodsRun(process, output, state, offset, mode, urls, metrics, sidecar)
 
 
@@ -223,7 +225,8 @@ def test_each_pod_serves_its_metrics_on_its_own_internal_ports(pods: PodsRun) ->
             with pytest.raises(httpx.ConnectError):
                 httpx.get(sidecar, timeout=10)
     catalog = httpx.get(pods.metrics["catalog"], timeout=10).text
-    assert re.search(r'http_server_request_duration_seconds_count\{[^}]*http_route="[^"]*products', catalog), catalog[-2000:]
+    counted = r'http_server_request_duration_seconds_count\{[^}]*http_route="[^"]*products'
+    assert re.search(counted, catalog), catalog[-2000:]
 
 
 def test_every_pod_is_the_charts_shape_on_loopback(pods: PodsRun) -> None:
