@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import yaml
 
 from mesh.containers.podman import Podman, PodmanError
 from mesh.registry import Registry
 
-__all__ = ["BuiltImage", "ImageSpec", "build_images", "image_specs", "pinned_bases"]
+__all__ = ["BuiltImage", "ImageSpec", "build_images", "image_specs", "job_bases", "pinned_bases"]
 
 TAG = "dev"
 NAMESPACE = "django-mesh"
@@ -44,6 +45,8 @@ LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
 SOURCES = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PULL_TIMEOUT = 30.0
+# The k8s/ bootstrap Job `mesh pods` plays: its image is a base to make like the Dockerfiles' bases.
+BOOTSTRAP = Path("k8s") / "db-bootstrap" / "bootstrap.yaml"
 
 Progress = Callable[[str], None]
 
@@ -352,6 +355,14 @@ def build_image(
     return BuiltImage(spec.ref, time.monotonic() - started, podman.image_size(spec.ref))
 
 
+def job_bases(root: Path) -> list[str]:
+    """Images the k8s/ bootstrap Job runs (made like the Dockerfiles' bases when they cannot be pulled)."""
+    docs = [d for d in yaml.safe_load_all((root / BOOTSTRAP).read_text()) if d]
+    return sorted(
+        {c["image"] for d in docs if d["kind"] == "Job" for c in d["spec"]["template"]["spec"]["containers"]}
+    )
+
+
 def build_images(
     podman: Podman,
     registry: Registry,
@@ -361,14 +372,20 @@ def build_images(
     no_cache: bool = False,
     progress: Progress = lambda _: None,
 ) -> list[BuiltImage]:
-    """Build every image (or ``only`` these), making missing base images first."""
+    """Build every image (or ``only`` these), making missing base images first.
+
+    A full build also makes the bootstrap Job's base, so that everything `mesh pods --no-build` runs
+    is present afterwards, in a fresh (empty) podman store too.
+    """
     root = registry.root
     chosen = [s for s in image_specs(registry) if not set(only) or s.name in set(only)]
+    if not set(only):
+        extra_bases = [*job_bases(root), *extra_bases]
     work_root = root / ".mesh" / "images"
     work_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_root) as tmp:
         work = Path(tmp)
-        for base in [*pinned_bases(s.dockerfile for s in chosen), *extra_bases]:
+        for base in dict.fromkeys([*pinned_bases(s.dockerfile for s in chosen), *extra_bases]):
             ensure_base(podman, root, base, work, progress)
         built = []
         for spec in chosen:

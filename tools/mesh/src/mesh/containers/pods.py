@@ -28,7 +28,7 @@ import httpx
 import yaml
 
 from mesh.bootstrap import create_database, service_url
-from mesh.containers.images import build_images
+from mesh.containers.images import BOOTSTRAP, build_images
 from mesh.containers.kube import (
     ADAPTATIONS,
     ChartRenderer,
@@ -48,7 +48,6 @@ from mesh.registry import Registry, Service
 __all__ = ["PodsRun", "run_pods"]
 
 Progress = Callable[[str], None]
-BOOTSTRAP = Path("k8s") / "db-bootstrap" / "bootstrap.yaml"
 READY_TIMEOUT = 180.0
 JOB_TIMEOUT = 300.0
 
@@ -430,14 +429,6 @@ def print_summary(run: PodsRun) -> None:
     print("  differences from `helm install` (mesh pods --explain):", flush=True)
 
 
-def job_images(registry: Registry) -> list[str]:
-    """Images the k8s/ bootstrap Job runs (made like the Dockerfiles' bases when they cannot be pulled)."""
-    docs = [d for d in yaml.safe_load_all((registry.root / BOOTSTRAP).read_text()) if d]
-    return sorted(
-        {c["image"] for d in docs if d["kind"] == "Job" for c in d["spec"]["template"]["spec"]["containers"]}
-    )
-
-
 def run_pods(registry: Registry, args: argparse.Namespace, progress: Progress) -> int:
     if getattr(args, "explain", False):
         for what, why in ADAPTATIONS:
@@ -464,7 +455,7 @@ def run_pods(registry: Registry, args: argparse.Namespace, progress: Progress) -
     try:
         if not args.no_build:
             progress("images: building (cached layers are reused)")
-            build_images(podman, registry, extra_bases=job_images(registry), progress=progress)
+            build_images(podman, registry, progress=progress)
         with tempfile.TemporaryDirectory(prefix="mesh-charts-") as tmp:
             renderer = ChartRenderer(registry.root, Path(tmp))
             run.up(renderer)
