@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import platform
 import re
 import shutil
@@ -143,6 +144,21 @@ def _mirror() -> tuple[str, list[str]]:
     return mirror or DEFAULT_MIRROR, stanzas
 
 
+# The environment of debootstrap and of commands run in the new root (plus any *_proxy): the caller's
+# would leak in (a TMPDIR that does not exist in the root makes update-ca-certificates' mktemp fail).
+CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+
+def _step(argv: list[str]) -> None:
+    """Run one step of the stand-in's root; a failure is one error naming the step and its output."""
+    proxies = {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
+    env = {**CHROOT_ENV, **proxies}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(argv[:2])} failed (exit {result.returncode}):\n{tail}")
+
+
 def build_minbase(podman: Podman, work: Path, progress: Progress) -> None:
     """Debian bookworm (minbase + CA certificates) from the machine's mirror, imported as MINBASE."""
     if shutil.which("debootstrap") is None:
@@ -150,11 +166,7 @@ def build_minbase(podman: Podman, work: Path, progress: Progress) -> None:
     mirror, stanzas = _mirror()
     progress(f"stand-in base: debootstrap --variant=minbase bookworm from {mirror}")
     rootfs = work / "rootfs"
-    subprocess.run(  # noqa: S603
-        ["debootstrap", "--variant=minbase", "--include=ca-certificates", "bookworm", str(rootfs), mirror],  # noqa: S607
-        check=True,
-        capture_output=True,
-    )
+    _step(["debootstrap", "--variant=minbase", "--include=ca-certificates", "bookworm", str(rootfs), mirror])
     # apt inside the stand-in builds uses the same sources as this machine.
     (rootfs / "etc/apt/sources.list").write_text("")
     (rootfs / "etc/apt/sources.list.d/debian.sources").write_text("\n\n".join(stanzas) + "\n")
@@ -164,7 +176,7 @@ def build_minbase(podman: Podman, work: Path, progress: Progress) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for cert in LOCAL_CA_DIR.rglob("*.crt"):
             shutil.copy2(cert, target / cert.name)
-        subprocess.run(["chroot", str(rootfs), "update-ca-certificates"], check=True, capture_output=True)  # noqa: S603, S607
+        _step(["chroot", str(rootfs), "update-ca-certificates"])
     _slim(rootfs)
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists", "var/log"):
         for entry in (rootfs / cache).glob("*"):
