@@ -48,7 +48,13 @@ class Podman:
         return self.root / "containers" / "containers.conf"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "CONTAINERS_CONF": str(self.conf)}
+        env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
+        # buildah keeps `RUN --mount=type=cache` directories under TMPDIR (/var/tmp by default),
+        # outside the image store: CI points both at its own empty directories.
+        if tmp := os.environ.get("MESH_CONTAINERS_TMPDIR"):
+            Path(tmp).mkdir(parents=True, exist_ok=True)
+            env["TMPDIR"] = tmp
+        return env
 
     def run(
         self,
