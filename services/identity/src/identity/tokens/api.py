@@ -98,7 +98,7 @@ def token(request: HttpRequest, payload: TokenIn) -> Status[object] | HttpRespon
         return Status(401, {"detail": "Invalid email or password."})
     ratelimit.clear_account(payload.email)
     LOGINS.labels("success").inc()
-    issued = issuing.issue(user)  # type: ignore[arg-type]
+    issued = issuing.issue(user)
     return Status(200, TokensOut(**issued.__dict__))
 
 
