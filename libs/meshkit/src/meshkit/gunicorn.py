@@ -66,7 +66,7 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
         self.access_log.info(json.dumps(entry))
 
 
-bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # noqa: S104 - a pod listens on its own IP
+bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # a pod listens on its own IP
 workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
 threads = get_env("GUNICORN_THREADS", 1, cast=int)
 timeout = get_env("GUNICORN_TIMEOUT", 30, cast=int)
