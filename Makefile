@@ -37,6 +37,7 @@ lint: sync ## ruff, mypy strict (libs, tools, each service with the Django plugi
 	@for package in libs/*/ services/*/ tools/*/; do \
 		(cd $$package && $(UV) run --no-sync deptry src) || exit 1; done
 	@$(UV) run --no-sync python -m mesh.observability check
+	@$(UV) run --no-sync python -m meshkit.contract --check
 	@$(UV) run --no-sync pre-commit validate-config .pre-commit-config.yaml
 
 format: sync ## apply ruff's fixes and formatting
