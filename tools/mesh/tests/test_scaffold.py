@@ -342,8 +342,8 @@ def test_once_the_index_was_reached_it_locks_with_no_network(
 ) -> None:
     empty_cache(tmp_path, monkeypatch)
     assert new_service("payments") == 0
-    subprocess.run(["git", "reset", "-q", "--hard"], cwd=repo, check=True)  # noqa: S607
-    subprocess.run(["git", "clean", "-qfd"], cwd=repo, check=True)  # noqa: S607
+    subprocess.run(["git", "reset", "-q", "--hard"], cwd=repo, check=True)
+    subprocess.run(["git", "clean", "-qfd"], cwd=repo, check=True)
     cut_off_the_network(monkeypatch)
     assert new_service("invoices") == 0  # the offline attempt, from what the first lock cached
     assert "invoices" in locked_versions(repo)
