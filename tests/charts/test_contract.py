@@ -233,13 +233,16 @@ def test_probe_and_scrape_paths_are_the_contracts(renderer: Renderer, chart: str
     assert scraped == {contract.METRICS, contract.SIDECAR_METRICS}
 
 
-def test_the_code_serves_the_contracts_paths() -> None:
-    """The paths are answered where the contract says (libs/meshkit's tests request each one)."""
+def test_the_code_uses_the_contracts_paths_and_request_id_rule() -> None:
+    """The paths are answered where the contract says (libs/meshkit's tests request each one); the
+    sidecar image has no meshkit, so its copies of the facts are compared here."""
+    from meshauth.sidecar import proxy
     from meshauth.sidecar.proxy import METRICS_PATH
     from meshkit import probes
 
     assert (*contract.PROBES, contract.METRICS) == (probes.LIVEZ, probes.READYZ, probes.METRICS)
     assert METRICS_PATH == contract.SIDECAR_METRICS
+    assert proxy._SAFE_REQUEST_ID.pattern == contract.REQUEST_ID_PATTERN
 
 
 def _port(address: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,11 @@ def test_the_declared_request_id_header_is_echoed(client: Client) -> None:
     header = contract.REQUEST_ID_HEADER
     response = client.get("/items/a", headers={header: "abc-123"})
     assert response[header] == "abc-123"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("given", "kept"), [("a" * 128, True), ("a" * 129, False), ("id;drop", False)])
+def test_the_request_id_rule_is_the_contracts(client: Client, given: str, kept: bool) -> None:
+    assert (re.fullmatch(contract.REQUEST_ID_PATTERN, given) is not None) is kept
+    echoed = client.get("/items/a", headers={contract.REQUEST_ID_HEADER: given})[contract.REQUEST_ID_HEADER]
+    assert (echoed == given) is kept

@@ -29,6 +29,7 @@ __all__ = [
     "PROBES",
     "READYZ",
     "REQUEST_ID_HEADER",
+    "REQUEST_ID_PATTERN",
     "SECTIONS",
     "SIDECAR_METRICS",
     "UPSTREAM_PORT",
@@ -53,6 +54,9 @@ APP_PORT: Final = 8000
 UPSTREAM_PORT: Final = 8080
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+# A client's request id is passed on only when it matches (short, log-safe: no newlines, nothing that
+# breaks a JSON log line); otherwise a fresh one replaces it, at the sidecar and in the app alike.
+REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}$"
 # What the sidecar adds for the app after verifying a token (meshauth.headers signs them).
 PRINCIPAL_HEADERS: Final = ("X-Mesh-Principal", "X-Mesh-Principal-Timestamp", "X-Mesh-Principal-Signature")
 
