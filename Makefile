@@ -24,9 +24,12 @@ up: sync ## run the whole mesh locally: PostgreSQL, every service under gunicorn
 test: sync lint ## run every test suite, each in its own pytest process, against real PostgreSQL
 	@$(UV) run --no-sync mesh test
 
-# The Django plugin imports a service's settings: these placeholders satisfy them (nothing connects).
-LINT_SETTINGS_ENV := MESH_LOCAL_DEV=1 DATABASE_URL=postgres://lint@127.0.0.1:9/lint \
-	CATALOG_READ_DATABASE_URL=postgres://lint@127.0.0.1:9/lint
+# The Django plugin imports a service's settings: placeholders satisfy them (nothing connects), one
+# read-only URL per `reads` entry of mesh.toml. Expanded when the recipe runs, after `sync`.
+LINT_SETTINGS_ENV = MESH_LOCAL_DEV=1 DATABASE_URL=postgres://lint@127.0.0.1:9/lint $(shell $(UV) run --no-sync \
+	python -c 'from mesh.registry import load_registry; from meshkit.contract import variable; \
+	url = variable("<OWNER>_READ_DATABASE_URL"); \
+	print(" ".join(f"{url.named(o)}=postgres://lint@127.0.0.1:9/lint" for s in load_registry() for o in s.reads))')
 
 lint: sync ## ruff, mypy strict (libs, tools, each service with the Django plugin), deptry, generated files
 	@$(UV) run --no-sync ruff check .
