@@ -47,8 +47,8 @@ format: sync ## apply ruff's fixes and formatting
 	@$(UV) run --no-sync ruff check --fix .
 	@$(UV) run --no-sync ruff format .
 
-bench: sync ## measure throughput and latency side by side (prints figures and ratios)
-	@$(UV) run --no-sync mesh bench
+bench: sync ## auth cost side by side: req/s, latency, CPU per request (ARGS="--json bench.json")
+	@$(UV) run --no-sync mesh bench $(ARGS)
 
 db-stop: sync ## stop the embedded PostgreSQL if it is still running
 	@$(UV) run --no-sync mesh db stop
@@ -66,6 +66,13 @@ new-service: sync ## add a fully wired service: make new-service NAME=payments [
 	@test -n "$(NAME)" || { echo 'usage: make new-service NAME=payments [ARGS="--port 8004 --reads catalog"]'; exit 2; }
 	@$(UV) run --no-sync mesh new-service "$(NAME)" $(ARGS)
 	@$(UV) sync --all-packages --locked --quiet
+
+.PHONY: images pods
+images: sync ## build the four images with podman (django-mesh/<name>:dev); stand-in bases when none can be pulled
+	@$(UV) run --no-sync mesh images $(ARGS)
+
+pods: sync ## run the charts' pods from those images under podman kube play, on 127.0.0.1:8001-8003
+	@$(UV) run --no-sync mesh pods $(ARGS)
 
 .PHONY: chart-readmes
 chart-readmes: sync ## regenerate the app charts' READMEs from values.yaml's ## @param comments (bitnami readme-generator, npm)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from chartlib import CHARTS, Rendered, Renderer, app_chart_names
+from chartlib import CHARTS, Rendered, Renderer, app_chart_names, scenario_values
 
 SELECTOR = {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
 
@@ -119,13 +119,34 @@ def test_memory_volumes_for_tmp_and_metrics(renderer: Renderer, chart: str) -> N
     metrics_dir = env(rendered)["PROMETHEUS_MULTIPROC_DIR"]
     for path in ("/tmp", metrics_dir):  # noqa: S108
         assert volumes[mounts[path]]["emptyDir"]["medium"] == "Memory"
-    # the principal secret is shared through memory, written by the sidecar, read-only for the app
+    # the principal secret is shared through memory: written by the pod's first init container
+    # before anything reads it, read-only for the sidecar and the app
     secret_file = env(rendered)["MESHAUTH_PRINCIPAL_SECRET_FILE"]
     shared = next(m for m in app(rendered)["volumeMounts"] if secret_file.startswith(m["mountPath"] + "/"))
     assert shared["readOnly"] is True
     assert volumes[shared["name"]]["emptyDir"]["medium"] == "Memory"
-    sidecar = spec["initContainers"][0]
-    assert any(m["name"] == shared["name"] and not m.get("readOnly") for m in sidecar["volumeMounts"])
+    writer, sidecar = spec["initContainers"]
+    assert writer["name"] == "principal-secret"
+    assert writer["command"] == ["meshauth-principal-secret", secret_file]
+    assert any(m["name"] == shared["name"] and not m.get("readOnly") for m in writer["volumeMounts"])
+    assert sidecar["name"] == "meshauth"
+    assert any(m["name"] == shared["name"] and m.get("readOnly") for m in sidecar["volumeMounts"])
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_sidecar_as_an_ordinary_container_for_runtimes_without_native_sidecars(
+    renderer: Renderer, chart: str
+) -> None:
+    native = pod(renderer.render(chart))["spec"]
+    plain = pod(renderer.render(chart, {"auth": {"sidecar": {"native": False}}}))["spec"]
+    assert native["initContainers"][1]["restartPolicy"] == "Always"
+    # the secret writer stays first; the sidecar moves beside the app, the same container otherwise
+    assert [c["name"] for c in plain["initContainers"]] == ["principal-secret"]
+    assert [c["name"] for c in plain["containers"]] == ["app", "meshauth"]
+    moved = dict(native["initContainers"][1])
+    del moved["restartPolicy"]
+    assert plain["containers"][1] == moved
+    assert plain["containers"][0] == native["containers"][0]
 
 
 def test_in_process_mode_has_no_sidecar(renderer: Renderer) -> None:
@@ -145,7 +166,15 @@ def test_network_policy_allows_what_the_service_needs(renderer: Renderer) -> Non
     assert {"identity", "catalog", "postgresql", None} >= called >= {"identity", "catalog", "postgresql"}
     ports = {port["port"] for rule in policy["egress"] for port in rule["ports"]}
     assert ports == {53, 5432, 8000}
-    assert [port["port"] for rule in policy["ingress"] for port in rule["ports"]] == [8000]
+    # The service port for the mesh and the ingress controller; the internal ports for Prometheus only.
+    sources = {tuple(port["port"] for port in rule["ports"]): rule["from"] for rule in policy["ingress"]}
+    assert set(sources) == {(8000,), (9090, 9091)}
+    scraper = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {},
+    }
+    assert sources[(9090, 9091)] == [scraper]
+    assert scraper not in sources[(8000,)]
     managed = renderer.render("orders", {"networkPolicy": {"database": {"cidrs": ["10.0.0.0/24"]}}})
     policy = next(p for p in managed.kind("NetworkPolicy") if p["metadata"]["name"] == "orders")["spec"]
     assert {"ipBlock": {"cidr": "10.0.0.0/24"}} in [peer for rule in policy["egress"] for peer in rule["to"]]
@@ -208,3 +237,55 @@ def test_app_and_sidecar_scrape_targets_are_told_apart(renderer: Renderer) -> No
     endpoints = rendered.one("ServiceMonitor")["spec"]["endpoints"]
     labels = {e["path"]: e["relabelings"][0]["replacement"] for e in endpoints}
     assert labels == {"/metrics": "app", "/metrics/sidecar": "sidecar"}
+    assert {e["path"]: e["port"] for e in endpoints} == {
+        "/metrics": "metrics",
+        "/metrics/sidecar": "sidecar-metrics",
+    }
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "inprocess"])
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_metrics_and_the_admin_are_off_the_ingress(renderer: Renderer, chart: str, mode: str) -> None:
+    values = {**scenario_values(chart, "production"), "auth": {"mode": mode}}
+    values["ingress"] = {**values["ingress"], "trustedProxies": ["10.1.0.0/16"]}
+    rendered = renderer.render(chart, values)
+    backends = [
+        path["backend"]["service"]["port"]
+        for rule in rendered.one("Ingress")["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert backends
+    assert all(port == {"name": "http"} for port in backends)
+    ports = {port["name"]: port for port in rendered.one("Service")["spec"]["ports"]}
+    assert ports["http"]["targetPort"] == "http"
+    monitored = {e["port"] for e in rendered.one("ServiceMonitor")["spec"]["endpoints"]}
+    assert monitored == ({"metrics", "sidecar-metrics"} if mode == "sidecar" else {"metrics"})
+    assert monitored <= set(ports) - {"http"}
+    app = env(rendered)
+    assert app["METRICS_BIND"] == "0.0.0.0:9090"
+    assert app["DJANGO_ADMIN_PUBLIC"] == "false"
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in [*pod.get("initContainers", []), *pod["containers"]]}
+    # The public port (named http) is the sidecar's in sidecar mode, gunicorn's in-process.
+    front = containers["meshauth" if mode == "sidecar" else "app"]
+    assert {p["name"]: p["containerPort"] for p in front["ports"]}["http"] == 8000
+    if mode == "sidecar":
+        sidecar = {e["name"]: e["value"] for e in containers["meshauth"]["env"]}
+        assert "/metrics" not in sidecar["MESHAUTH_PUBLIC_PATHS"].split(",")
+        assert sidecar["MESHAUTH_SIDECAR_METRICS_LISTEN"] == "0.0.0.0:9091"
+        assert sidecar["MESHAUTH_SIDECAR_TRUSTED_PROXIES"] == "10.1.0.0/16"
+    else:
+        assert app["GUNICORN_FORWARDED_ALLOW_IPS"] == "127.0.0.1,10.1.0.0/16"
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_in_process_the_ingress_buffers_request_bodies(renderer: Renderer, chart: str) -> None:
+    # In-process, no sidecar reads the body before a gunicorn worker is taken: the ingress must.
+    values = scenario_values(chart, "production")
+    annotation = "nginx.ingress.kubernetes.io/proxy-request-buffering"
+    inprocess = renderer.render(chart, {**values, "auth": {"mode": "inprocess"}})
+    annotations = inprocess.one("Ingress")["metadata"]["annotations"]
+    assert annotations[annotation] == "on"
+    assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"  # the user's stay
+    sidecar = renderer.render(chart, {**values, "auth": {"mode": "sidecar"}})
+    assert annotation not in sidecar.one("Ingress")["metadata"]["annotations"]  # the sidecar buffers

@@ -260,7 +260,14 @@ def test_ports_line_up_in_sidecar_mode(renderer: Renderer, chart: str) -> None:
     assert _port(app_env["GUNICORN_BIND"]) == _port(sidecar_env["MESHAUTH_SIDECAR_UPSTREAM"])
     listen = _port(sidecar_env["MESHAUTH_SIDECAR_LISTEN"])
     assert [p["containerPort"] for p in sidecar["ports"] if p["name"] == "http"] == [listen]
-    assert "ports" not in app
+    # The app's only port is its internal one (metrics, admin); its API is reached through the sidecar.
+    assert {p["name"]: p["containerPort"] for p in app["ports"]} == {
+        "metrics": _port(app_env["METRICS_BIND"])
+    }
+    metrics_listen = _port(sidecar_env["MESHAUTH_SIDECAR_METRICS_LISTEN"])
+    assert [p["containerPort"] for p in sidecar["ports"] if p["name"] == "sidecar-metrics"] == [
+        metrics_listen
+    ]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert app[probe]["httpGet"]["port"] == listen, f"{probe} must go through the sidecar"
     assert rendered.one("Service")["spec"]["ports"][0]["targetPort"] == "http"
@@ -268,6 +275,9 @@ def test_ports_line_up_in_sidecar_mode(renderer: Renderer, chart: str) -> None:
     assert listen == contract.APP_PORT == _port(str(contract.variable("MESHAUTH_SIDECAR_LISTEN").default))
     upstream = contract.variable("MESHAUTH_SIDECAR_UPSTREAM").default
     assert _port(app_env["GUNICORN_BIND"]) == contract.UPSTREAM_PORT == _port(str(upstream))
+    sidecar_metrics = contract.variable("MESHAUTH_SIDECAR_METRICS_LISTEN").default
+    assert metrics_listen == contract.SIDECAR_METRICS_PORT == _port(str(sidecar_metrics))
+    assert _port(app_env["METRICS_BIND"]) == contract.METRICS_PORT
     assert app_env["MESHAUTH_PRINCIPAL_SECRET_FILE"] == sidecar_env["MESHAUTH_PRINCIPAL_SECRET_FILE"]
 
 

@@ -218,7 +218,8 @@ def test_dockerfile_follows_the_contract(renderer: Renderer, path: Path) -> None
     else:
         assert package == path.parent.name == "meshauth"
         rendered = renderer.render("identity", {"auth": {"mode": "sidecar"}})
-        sidecar = rendered.one("Deployment")["spec"]["template"]["spec"]["initContainers"][0]
+        spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+        sidecar = next(c for c in spec["initContainers"] if c["name"] == "meshauth")
         assert entrypoint == sidecar["command"]
 
 

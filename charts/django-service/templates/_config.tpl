@@ -10,6 +10,16 @@
 8080
 {{- end -}}
 
+{{/* Usage: {{ include "django-service.config.metricsPort" . }} (the app's internal listener: /metrics and the admin; never behind the Service's public port) */}}
+{{- define "django-service.config.metricsPort" -}}
+9090
+{{- end -}}
+
+{{/* Usage: {{ include "django-service.config.sidecarMetricsPort" . }} (the sidecar's metrics listener: /metrics/sidecar) */}}
+{{- define "django-service.config.sidecarMetricsPort" -}}
+9091
+{{- end -}}
+
 {{/* Usage: {{ include "django-service.config.sidecarEnabled" . }} ("true" or "") */}}
 {{- define "django-service.config.sidecarEnabled" -}}
 {{- if eq .Values.auth.mode "sidecar" -}}true{{- end -}}
@@ -71,7 +81,11 @@ READYZ_TIMEOUT: {{ .Values.probes.readyzTimeoutSeconds | toString | quote }}
 GUNICORN_BIND: {{ printf "127.0.0.1:%s" (include "django-service.config.upstreamPort" .) | quote }}
 {{- else }}
 GUNICORN_BIND: {{ printf "0.0.0.0:%s" (include "django-service.config.httpPort" .) | quote }}
+{{- /* in-process, gunicorn is the front door: it believes X-Forwarded-Proto only from the ingress */}}
+GUNICORN_FORWARDED_ALLOW_IPS: {{ prepend .Values.ingress.trustedProxies "127.0.0.1" | uniq | join "," | quote }}
 {{- end }}
+METRICS_BIND: {{ printf "0.0.0.0:%s" (include "django-service.config.metricsPort" .) | quote }}
+DJANGO_ADMIN_PUBLIC: {{ .Values.django.adminPublic | toString | quote }}
 {{- if .Values.gunicorn.workers }}
 GUNICORN_WORKERS: {{ .Values.gunicorn.workers | toString | quote }}
 {{- end }}
@@ -114,6 +128,8 @@ MESHAUTH_JWKS_URL: {{ include "django-service.config.jwksUrl" . | quote }}
 MESHAUTH_PRINCIPAL_SECRET_FILE: {{ include "django-service.config.principalSecretFile" . | quote }}
 MESHAUTH_SIDECAR_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.config.httpPort" .) | quote }}
 MESHAUTH_SIDECAR_UPSTREAM: {{ printf "http://127.0.0.1:%s" (include "django-service.config.upstreamPort" .) | quote }}
+MESHAUTH_SIDECAR_METRICS_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.config.sidecarMetricsPort" .) | quote }}
+MESHAUTH_SIDECAR_TRUSTED_PROXIES: {{ .Values.ingress.trustedProxies | join "," | quote }}
 MESHAUTH_PUBLIC_PATHS: {{ .Values.auth.publicPaths | join "," | quote }}
 LOG_LEVEL: {{ .Values.django.logLevel | quote }}
 {{- end -}}

@@ -44,10 +44,16 @@ spec:
       {{- include "django-service.security.pod" . | nindent 6 }}
       {{- if $sidecar }}
       initContainers:
+        {{- include "django-service.pod.principalSecretContainer" . | nindent 8 }}
+        {{- if .Values.auth.sidecar.native }}
         {{- include "django-service.pod.sidecarContainer" . | nindent 8 }}
+        {{- end }}
       {{- end }}
       containers:
         {{- include "django-service.pod.appContainer" . | nindent 8 }}
+        {{- if and $sidecar (not .Values.auth.sidecar.native) }}
+        {{- include "django-service.pod.sidecarContainer" . | nindent 8 }}
+        {{- end }}
       {{- include "django-service.pod.volumes" (dict "sidecar" $sidecar "context" .) | nindent 6 }}
       {{- with include "django-service.pod.topologySpread" . }}{{ . | nindent 6 }}{{ end }}
       {{- with include "django-service.pod.scheduling" . }}{{ . | nindent 6 }}{{ end }}

@@ -11,7 +11,13 @@ metadata:
   namespace: {{ include "django-service.names.namespace" . }}
   labels:
     {{- include "django-service.labels.standard" . | nindent 4 }}
-  {{- with .Values.ingress.annotations }}
+  {{- $annotations := deepCopy .Values.ingress.annotations -}}
+  {{- if not (include "django-service.config.sidecarEnabled" .) }}
+  {{- /* in-process, gunicorn's workers would read request bodies themselves: a slow client would hold
+  one. ingress-nginx buffers bodies by default; say so, so that turning it off is a visible choice. */}}
+  {{- $_ := set $annotations "nginx.ingress.kubernetes.io/proxy-request-buffering" (get $annotations "nginx.ingress.kubernetes.io/proxy-request-buffering" | default "on") }}
+  {{- end }}
+  {{- with $annotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}

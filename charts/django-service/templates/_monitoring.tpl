@@ -37,10 +37,10 @@ spec:
   selector:
     matchLabels:
       {{- include "django-service.labels.matchLabels" . | nindent 6 }}
-  # Both endpoints share the pod's port: an `endpoint` label tells their targets (and `up`) apart,
-  # the same labels the local Prometheus of `make test` uses.
+  # Internal ports only (the Ingress routes to `http`): an `endpoint` label tells the targets (and
+  # `up`) apart, the same labels the local Prometheus of `make test` uses.
   endpoints:
-    - port: http
+    - port: metrics
       path: /metrics
       interval: {{ $sm.interval }}
       scrapeTimeout: {{ $sm.scrapeTimeout }}
@@ -48,7 +48,7 @@ spec:
         - targetLabel: endpoint
           replacement: app
     {{- if include "django-service.config.sidecarEnabled" . }}
-    - port: http
+    - port: sidecar-metrics
       path: /metrics/sidecar
       interval: {{ $sm.interval }}
       scrapeTimeout: {{ $sm.scrapeTimeout }}

@@ -63,10 +63,19 @@ spec:
         {{- if $np.ingressController.enabled }}
         {{- include "django-service.networkpolicy.peer" $np.ingressController | nindent 8 }}
         {{- end }}
-        {{- include "django-service.networkpolicy.peer" $np.metricsScraper | nindent 8 }}
       ports:
         - port: {{ $httpPort }}
           protocol: TCP
+    # The internal ports (metrics, and the admin unless django.adminPublic): Prometheus only.
+    - from:
+        {{- include "django-service.networkpolicy.peer" $np.metricsScraper | nindent 8 }}
+      ports:
+        - port: {{ include "django-service.config.metricsPort" . | int }}
+          protocol: TCP
+        {{- if include "django-service.config.sidecarEnabled" . }}
+        - port: {{ include "django-service.config.sidecarMetricsPort" . | int }}
+          protocol: TCP
+        {{- end }}
   egress:
     {{- include "django-service.networkpolicy.baseEgress" . | nindent 4 }}
     # identity (JWKS, service tokens) and the services this one calls

@@ -72,12 +72,15 @@ readinessProbe:
     - --config
     - python:meshkit.gunicorn
     - {{ printf "%s.wsgi" (include "django-service.names.service" .) }}
-  {{- if not $sidecar }}
   ports:
+    {{- if not $sidecar }}
     - name: http
       containerPort: {{ include "django-service.config.httpPort" . }}
       protocol: TCP
-  {{- end }}
+    {{- end }}
+    - name: metrics
+      containerPort: {{ include "django-service.config.metricsPort" . }}
+      protocol: TCP
   envFrom:
     - configMapRef:
         name: {{ include "django-service.names.fullname" . }}
@@ -96,18 +99,47 @@ readinessProbe:
   {{- include "django-service.pod.appVolumeMounts" (dict "sidecar" $sidecar "context" .) | nindent 2 }}
 {{- end -}}
 
-{{/* Usage: {{ include "django-service.pod.sidecarContainer" . | nindent 8 }} (a native sidecar: an init container with restartPolicy Always, up before the app) */}}
+{{/* Usage: {{ include "django-service.pod.principalSecretContainer" . | nindent 8 }} (the first init container: writes the per-pod principal secret into the memory volume) */}}
+{{- define "django-service.pod.principalSecretContainer" -}}
+- name: principal-secret
+  image: {{ include "django-service.images.image" (dict "image" .Values.auth.sidecar.image "context" $) }}
+  imagePullPolicy: {{ .Values.auth.sidecar.image.pullPolicy }}
+  {{- /* born inside the pod, before the sidecar and the app read it: never in values, a ConfigMap or an image */}}
+  command:
+    - meshauth-principal-secret
+    - {{ include "django-service.config.principalSecretFile" . }}
+  resources:
+    requests:
+      cpu: 10m
+      memory: 32Mi
+    limits:
+      cpu: 100m
+      memory: 64Mi
+  {{- include "django-service.security.container" . | nindent 2 }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
+    - name: meshauth
+      mountPath: /run/meshauth
+{{- end -}}
+
+{{/* Usage: {{ include "django-service.pod.sidecarContainer" . | nindent 8 }} (native: an init container with restartPolicy Always, up before the app; else an ordinary container, see auth.sidecar.native) */}}
 {{- define "django-service.pod.sidecarContainer" -}}
 {{- $port := include "django-service.config.httpPort" . | int -}}
 - name: meshauth
   image: {{ include "django-service.images.image" (dict "image" .Values.auth.sidecar.image "context" $) }}
   imagePullPolicy: {{ .Values.auth.sidecar.image.pullPolicy }}
+  {{- if .Values.auth.sidecar.native }}
   restartPolicy: Always
+  {{- end }}
   command:
     - meshauth-sidecar
   ports:
     - name: http
       containerPort: {{ $port }}
+      protocol: TCP
+    - name: sidecar-metrics
+      containerPort: {{ include "django-service.config.sidecarMetricsPort" . }}
       protocol: TCP
   env:
     {{- range $name, $value := include "django-service.config.sidecarEnv" . | fromYaml }}
@@ -139,6 +171,7 @@ readinessProbe:
       mountPath: /tmp
     - name: meshauth
       mountPath: /run/meshauth
+      readOnly: true
 {{- end -}}
 
 {{/* Usage: {{ include "django-service.pod.topologySpread" . | nindent 6 }} */}}

@@ -1,4 +1,4 @@
-{{/* The ClusterIP Service in front of the pods' service port. */}}
+{{/* The ClusterIP Service in front of the pods' service port, and the metrics ports the ServiceMonitor scrapes (the Ingress routes to `http` only). */}}
 
 {{/* Usage: {{ include "django-service.service.render" . }} */}}
 {{- define "django-service.service.render" -}}
@@ -23,4 +23,16 @@ spec:
       targetPort: http
       protocol: TCP
       appProtocol: http
+    - name: metrics
+      port: {{ include "django-service.config.metricsPort" . }}
+      targetPort: metrics
+      protocol: TCP
+      appProtocol: http
+    {{- if include "django-service.config.sidecarEnabled" . }}
+    - name: sidecar-metrics
+      port: {{ include "django-service.config.sidecarMetricsPort" . }}
+      targetPort: sidecar-metrics
+      protocol: TCP
+      appProtocol: http
+    {{- end }}
 {{- end -}}

@@ -32,10 +32,13 @@ class SidecarProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.log = log
         full_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_")},
             "MESHAUTH_SIDECAR_LISTEN": f"127.0.0.1:{self.port}",
+            "MESHAUTH_SIDECAR_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
             **env,
         }
         self._log_file = log.open("wb")
@@ -51,7 +54,7 @@ class SidecarProcess:
         if self.process.poll() is not None:
             raise AssertionError(f"sidecar exited: {self.log.read_text()}")
         try:
-            return httpx.get(f"{self.url}/metrics/sidecar", timeout=1).status_code == 200
+            return httpx.get(f"{self.metrics_url}/metrics/sidecar", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import socket
 import threading
@@ -19,6 +20,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from meshauth.keys import Algorithm, PrivateKey, generate_private_key, key_id, public_jwk, sign
+
+# http.server refuses more than 100 header fields; the apps' gunicorn takes 128 (meshkit.gunicorn), room
+# for the headers the sidecar adds to a client's 100.
+http.client._MAXHEADERS = 128  # type: ignore[attr-defined]
 
 ISSUER = "http://identity.test"
 AUDIENCE = "orders"
@@ -309,3 +314,35 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+class RawResponse:
+    """An HTTP/1.1 response read off a socket: what an attacker's client would see."""
+
+    def __init__(self, data: bytes) -> None:
+        head, _, self.body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
+        self.status = int(lines[0].split(" ")[1]) if lines[0].startswith("HTTP/") else 0
+        self.headers = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+        }
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_request(
+    port: int, request_line: str, headers: list[str] | None = None, body: bytes = b""
+) -> RawResponse:
+    """Send ``request_line`` exactly as given (no client library normalises it) and read the answer."""
+    lines = [request_line, "Host: 127.0.0.1", *(headers or []), "Connection: close"]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while chunk := sock.recv(65_536):
+            chunks.append(chunk)
+    return RawResponse(b"".join(chunks))

@@ -203,7 +203,7 @@ def test_upstream_down_is_a_retryable_503_json(start_sidecar: Any) -> None:
 def test_sidecar_metrics_are_its_own(sidecar: SidecarProcess, identity: FakeIdentity) -> None:
     httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": f"Bearer {identity.token()}"})
     httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": "Bearer x.y.z"})
-    text = httpx.get(f"{sidecar.url}/metrics/sidecar").text
+    text = httpx.get(f"{sidecar.metrics_url}/metrics/sidecar").text
     assert 'meshauth_sidecar_auth_decisions_total{reason="",result="accepted"} 1.0' in text
     assert 'meshauth_sidecar_auth_decisions_total{reason="malformed",result="rejected"} 1.0' in text
     assert (

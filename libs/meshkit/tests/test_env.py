@@ -144,3 +144,30 @@ def test_missing_database_url_names_the_variable() -> None:
     result = _import_settings({"SECRET_KEY": "x" * 50, "DATABASE_URL": ""})
     assert result.returncode != 0
     assert "DATABASE_URL" in result.stderr.strip().splitlines()[-1]
+
+
+def test_an_image_build_imports_settings_without_runtime_configuration() -> None:
+    # collectstatic in a Dockerfile: no secret, no database address, nothing of the runtime's.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "MESHAUTH_"))}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.DATABASES['default']['PORT'], len(settings.SECRET_KEY) >= 32)",
+        ],
+        env={
+            **{k: v for k, v in clean.items() if k not in {"SECRET_KEY", "MESH_LOCAL_DEV"}},
+            "DJANGO_SETTINGS_MODULE": "meshkit_testapp.settings",
+            "PYTHONPATH": str(HERE),
+            "MESHKIT_BUILD": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    # an address nothing listens on, and a throwaway key
+    assert result.stdout.split() == ["1", "True"]
+    # without the build flag the same import names the missing secret
+    assert "SECRET_KEY" in _import_settings({}).stderr

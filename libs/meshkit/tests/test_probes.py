@@ -81,3 +81,37 @@ def test_workers_follow_the_cgroup_cpu_limit(tmp_path) -> None:
     assert cpu_limit(cpu_max) == 2
     cpu_max.write_text("max 100000\n")
     assert cpu_limit(cpu_max) >= 1
+
+
+@pytest.fixture
+def split_ports(monkeypatch: pytest.MonkeyPatch) -> Client:
+    """A client of an app with an internal port (9090) beside its public one (8000), admin not public."""
+    monkeypatch.setenv("METRICS_BIND", "0.0.0.0:9090")
+    monkeypatch.setenv("DJANGO_ADMIN_PUBLIC", "false")
+    return Client()  # a new handler: the middleware reads the environment again
+
+
+def test_metrics_only_on_the_internal_port(split_ports: Client) -> None:
+    public = split_ports.get("/metrics", HTTP_HOST=POD_IP, SERVER_PORT="8000")
+    assert public.status_code == 404
+    assert public.json() == {"detail": "Not found."}
+    internal = split_ports.get("/metrics", HTTP_HOST=POD_IP, SERVER_PORT="9090")
+    assert internal.status_code == 200
+    assert b"http_server_request_duration_seconds" in internal.content
+
+
+def test_the_internal_port_serves_nothing_of_the_api(split_ports: Client) -> None:
+    assert split_ports.get("/items/a", SERVER_PORT="9090").status_code == 404
+    assert split_ports.get("/items/a", SERVER_PORT="8000").status_code == 200
+    assert split_ports.get("/livez", HTTP_HOST=POD_IP, SERVER_PORT="9090").status_code == 200
+
+
+def test_the_admin_is_off_the_public_port_unless_enabled(
+    split_ports: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert split_ports.get("/admin/", SERVER_PORT="8000").status_code == 404
+    # On the internal port the request goes on to the app's URLs (this test app mounts no admin).
+    assert split_ports.get("/admin/", SERVER_PORT="9090").json() == {"detail": "Not found."}
+    monkeypatch.setenv("DJANGO_ADMIN_PUBLIC", "true")
+    monkeypatch.delenv("METRICS_BIND")
+    assert Client().get("/metrics", HTTP_HOST=POD_IP).status_code == 200  # no internal port: as before

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -148,6 +150,36 @@ def test_two_migrate_locked_at_once_both_succeed_and_apply_once(admin_url: str) 
             conn.close()
     finally:
         drop_database(admin_url, name)
+
+
+def test_gunicorn_keeps_a_connection_alive_for_the_next_request(served_app) -> None:
+    """A proxy in front (the sidecar) reuses its connections; sync workers closed every one."""
+    base, _, _ = served_app
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        sockets = []
+        for _ in range(3):
+            conn.request("GET", "/livez")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+            assert not response.will_close, (
+                f"gunicorn answered Connection: {response.getheader('Connection')}"
+            )
+            sockets.append(conn.sock)
+        assert sockets[0] is not None
+        assert sockets.count(sockets[0]) == 3, "every request used the same connection"
+    finally:
+        conn.close()
+
+
+def test_each_master_gets_its_own_control_socket_in_tmp(served_app) -> None:
+    # gunicorn 23+ would put it in $HOME/.gunicorn (read-only in a pod, shared under `make up`).
+    _, app, _ = served_app
+    log = app.log_path.read_text()
+    assert f"Control socket listening at {tempfile.gettempdir()}/gunicorn-{app.pid}.ctl" in log
+    assert "Control server error" not in log
 
 
 def test_migrate_locked_refuses_a_transaction_pooler_and_changes_nothing(admin_url: str) -> None:

@@ -122,3 +122,34 @@ def test_introspection_of_a_disabled_account_is_inactive(
         client, "auth/introspect", {"token": user_token}, HTTP_AUTHORIZATION=f"Bearer {service_token}"
     )
     assert answer.json()["active"] is False
+
+
+@pytest.mark.parametrize("ending", ["logout", "reuse"])
+def test_introspection_of_an_ended_session_is_inactive(
+    client: Client, alice: User, service_token: str, ending: str
+) -> None:
+    tokens = post(client, "auth/token", {"email": "alice@example.com", "password": PASSWORD}).json()
+    other_session = access_token(client)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {service_token}"}
+    assert post(client, "auth/introspect", {"token": tokens["access_token"]}, **auth).json()["active"] is True
+    if ending == "logout":
+        assert post(client, "auth/logout", {"refresh_token": tokens["refresh_token"]}).status_code == 204
+    else:
+        # A spent refresh token presented again revokes its whole session.
+        assert post(client, "auth/refresh", {"refresh_token": tokens["refresh_token"]}).status_code == 200
+        assert post(client, "auth/refresh", {"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert (
+        post(client, "auth/introspect", {"token": tokens["access_token"]}, **auth).json()["active"] is False
+    )
+    # Only that session ended: the same user's other login is still active.
+    assert post(client, "auth/introspect", {"token": other_session}, **auth).json()["active"] is True
+
+
+def test_a_rotated_sessions_new_access_token_stays_active(
+    client: Client, alice: User, service_token: str
+) -> None:
+    tokens = post(client, "auth/token", {"email": "alice@example.com", "password": PASSWORD}).json()
+    rotated = post(client, "auth/refresh", {"refresh_token": tokens["refresh_token"]}).json()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {service_token}"}
+    for token in (tokens["access_token"], rotated["access_token"]):
+        assert post(client, "auth/introspect", {"token": token}, **auth).json()["active"] is True

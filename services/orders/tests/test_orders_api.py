@@ -265,6 +265,24 @@ def test_short_stock_is_409_and_stores_nothing(client: Client, shelf, alice) -> 
     assert (stock_of(shelf, "MUG-1"), stock_of(shelf, "PEN-1")) == (5, 2)
 
 
+def test_an_order_too_large_to_store_is_422_and_holds_no_stock(client: Client, shelf, alice) -> None:
+    # Each part is valid (catalog's largest price, a quantity within the limit), but the total,
+    # 10,099,999,998.99, is more than the orders table's total column holds: no retry could help.
+    add_product(shelf, "GOLD-1", "Gold bar", price="99999999.99", stock=500)
+    key = uuid.uuid4().hex
+    for _ in range(2):
+        response = order(client, alice, [{"sku": "GOLD-1", "qty": 101}], key)
+        assert response.status_code == 422, response.content
+        assert "Retry-After" not in response
+        assert "10,099,999,998.99 EUR" in response.json()["detail"]
+        assert "9,999,999,999.99" in response.json()["detail"]
+    assert not Order.objects.exists()
+    assert stock_of(shelf, "GOLD-1") == 500
+    assert set(reservation_statuses(shelf)) == {"released"}
+    # The largest total that fits is still an order.
+    assert order(client, alice, [{"sku": "GOLD-1", "qty": 100}]).status_code == 201
+
+
 def test_unknown_sku_is_400_and_stores_nothing(client: Client, shelf, alice) -> None:
     response = order(client, alice, [{"sku": "MUG-1", "qty": 1}, {"sku": "NOPE-1", "qty": 1}])
     assert response.status_code == 400

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -37,6 +38,7 @@ __all__ = [
     "bearer_token",
     "PRINCIPAL_HEADER",
     "PRINCIPAL_HEADERS",
+    "PrincipalSigner",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "is_identity_header",
@@ -109,8 +111,10 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+@functools.lru_cache(maxsize=1024)
 def is_identity_header(name: str) -> bool:
     """True when ``name`` (any case, ``_`` or ``-``) is a header that asserts who the caller is."""
+    # Cached: every request's every header name is checked, on both sides of the sidecar.
     normalised = _normalise(name)
     return normalised in IDENTITY_HEADER_NAMES or normalised.startswith(IDENTITY_HEADER_PREFIXES)
 
@@ -128,8 +132,15 @@ def strip_identity_meta(meta: MutableMapping[str, object]) -> None:
 
 
 def _mac(secret: bytes, timestamp: str, payload: str) -> str:
-    message = f"{_VERSION}\n{timestamp}\n{payload}".encode("ascii")
-    return f"{_VERSION}=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
+    mac = _keyed(secret).copy()
+    mac.update(f"{_VERSION}\n{timestamp}\n{payload}".encode("ascii"))
+    return f"{_VERSION}=" + mac.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    # The HMAC key schedule, computed once per secret (a pod has one); copied per message.
+    return hmac.new(secret, digestmod=hashlib.sha256)
 
 
 def _secret_bytes(secret: str | bytes) -> bytes:
@@ -141,14 +152,55 @@ def _secret_bytes(secret: str | bytes) -> bytes:
 
 def sign_principal(principal: Principal, secret: str | bytes, *, now: float | None = None) -> dict[str, str]:
     """The three principal headers for ``principal``, signed with ``secret``."""
-    body = json.dumps(dict(principal.claims), separators=(",", ":"), sort_keys=True).encode()
-    payload = base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
+    payload = _payload(principal)
     timestamp = str(int(time.time() if now is None else now))
     return {
         PRINCIPAL_HEADER: payload,
         TIMESTAMP_HEADER: timestamp,
         SIGNATURE_HEADER: _mac(_secret_bytes(secret), timestamp, payload),
     }
+
+
+class PrincipalSigner:
+    """:func:`sign_principal` for one secret, with the work that repeats done once.
+
+    The HMAC key schedule is computed once; a token's payload (its claims as base64url JSON) once
+    per token; and the signature once per token and second (the timestamp's resolution). The
+    sidecar signs the same few tokens thousands of times a second.
+    """
+
+    def __init__(self, secret: str | bytes, *, max_tokens: int = 4096) -> None:
+        self._mac = _keyed(_secret_bytes(secret))
+        self._max_tokens = max_tokens
+        # token -> (timestamp, headers, payload)
+        self._signed: dict[str, tuple[str, Mapping[str, str], str]] = {}
+
+    def sign(self, principal: Principal, token: str, *, now: float | None = None) -> Mapping[str, str]:
+        """The three principal headers for ``principal``, the verified claims of ``token``.
+
+        The mapping is shared between calls: copy it, do not change it.
+        """
+        timestamp = str(int(time.time() if now is None else now))
+        cached = self._signed.get(token)
+        if cached is not None and cached[0] == timestamp:
+            return cached[1]
+        payload = cached[2] if cached is not None else _payload(principal)
+        mac = self._mac.copy()
+        mac.update(f"{_VERSION}\n{timestamp}\n{payload}".encode("ascii"))
+        headers = {
+            PRINCIPAL_HEADER: payload,
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: f"{_VERSION}={mac.hexdigest()}",
+        }
+        if cached is None and len(self._signed) >= self._max_tokens:
+            self._signed.clear()  # tokens expire within minutes: no need for an LRU order
+        self._signed[token] = (timestamp, headers, payload)
+        return headers
+
+
+def _payload(principal: Principal) -> str:
+    body = json.dumps(dict(principal.claims), separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
 
 
 def _lookup(headers: Mapping[str, str], name: str) -> str | None:
@@ -194,6 +246,21 @@ def verify_principal_headers(
     current = time.time() if now is None else now
     if signed_at < current - max_age or signed_at > current + _FUTURE_SKEW:
         raise InvalidPrincipalHeaders("principal headers have expired")
+    # The signature is checked above on every request; only decoding a payload seen before is skipped.
+    principal = _decoded.get(payload)
+    if principal is None:
+        principal = _decode_payload(payload)
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()  # payloads change with every token: no need for an LRU order
+        _decoded[payload] = principal
+    return principal
+
+
+_DECODED_MAX: Final = 4096
+_decoded: dict[str, Principal] = {}
+
+
+def _decode_payload(payload: str) -> Principal:
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (binascii.Error, ValueError):

@@ -27,6 +27,7 @@ class AuthMetrics:
 
     def __init__(self, *, prefix: str, registry: CollectorRegistry, with_mode: bool) -> None:
         self.with_mode = with_mode
+        self._children: dict[tuple[str, str, str], Counter] = {}
         labels = ("mode", "result", "reason") if with_mode else ("result", "reason")
         self.decisions = Counter(
             f"{prefix}_auth_decisions_total",
@@ -50,10 +51,14 @@ class AuthMetrics:
 
     def decision(self, result: str, reason: str = "", mode: str = "inprocess") -> None:
         """Count one decision: ``result`` is accepted, anonymous, rejected or forbidden."""
-        if self.with_mode:
-            self.decisions.labels(mode, result, reason).inc()
-        else:
-            self.decisions.labels(result, reason).inc()
+        key = (mode, result, reason)
+        child = self._children.get(key)
+        if child is None:
+            # labels() takes a lock and builds a key per call: bind each child once (results and
+            # reasons are a small fixed set, so this stays small).
+            child = self.decisions.labels(*key) if self.with_mode else self.decisions.labels(result, reason)
+            self._children[key] = child
+        child.inc()
 
 
 _lock = threading.Lock()

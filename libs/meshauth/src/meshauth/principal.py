@@ -9,7 +9,14 @@ from typing import Any, Final, Literal
 
 from meshauth.errors import InvalidToken
 
-__all__ = ["SERVICE_TOKEN_USE", "USER_TOKEN_USE", "Principal", "PrincipalKind"]
+__all__ = [
+    "MAX_ID_CHARS",
+    "MAX_SCOPE_CHARS",
+    "SERVICE_TOKEN_USE",
+    "USER_TOKEN_USE",
+    "Principal",
+    "PrincipalKind",
+]
 
 PrincipalKind = Literal["user", "service"]
 
@@ -19,6 +26,10 @@ PrincipalKind = Literal["user", "service"]
 USER_TOKEN_USE: Final = "access"  # noqa: S105 - a claim value
 SERVICE_TOKEN_USE: Final = "service"  # noqa: S105 - a claim value
 _KIND_BY_USE: Final[dict[str, PrincipalKind]] = {USER_TOKEN_USE: "user", SERVICE_TOKEN_USE: "service"}
+# Claims the services store or log (``sub``, ``client_id``, ``jti``) fit their columns (200 chars) and
+# are printable: a validly signed but odd token is a 401 here, never a 5xx in a view downstream.
+MAX_ID_CHARS: Final = 200
+MAX_SCOPE_CHARS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,10 @@ class Principal:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("missing_claim", "The access token lacks a usable `sub` claim.")
+        _check_text(claims, "sub", MAX_ID_CHARS)
+        for name in ("client_id", "jti"):
+            if name in claims:
+                _check_text(claims, name, MAX_ID_CHARS)
         use = claims.get("token_use")
         if use is None:
             raise InvalidToken("missing_claim", "The access token lacks the `token_use` claim.")
@@ -79,9 +94,18 @@ class Principal:
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise InvalidToken("malformed", "The `scope` claim must be a space-separated string.")
+        _check_text(claims, "scope", MAX_SCOPE_CHARS)
         return cls(
             kind=kind,
             subject=sub,
             scopes=frozenset(scope.split()),
             claims=MappingProxyType(dict(claims)),
+        )
+
+
+def _check_text(claims: Mapping[str, Any], name: str, max_chars: int) -> None:
+    value = claims[name]
+    if not isinstance(value, str) or len(value) > max_chars or not value.isprintable():
+        raise InvalidToken(
+            "malformed", f"The `{name}` claim must be printable text of at most {max_chars} characters."
         )

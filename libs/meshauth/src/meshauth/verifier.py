@@ -115,6 +115,9 @@ class Verifier:
 
     async def averify(self, token: str | None) -> Principal:
         """:meth:`verify` for asyncio: a JWKS fetch, if one is due, runs in a worker thread."""
+        if token and len(token) <= self.max_token_bytes and self._remembered(token) is not None:
+            # Accepted before and the keys are fresh: no fetch can be due, skip decoding the header.
+            return self.verify(token)
         kid = _kid_or_none(token, self.max_token_bytes)
         if kid is not None and self.jwks.would_fetch(kid):
             return await asyncio.to_thread(self.verify, token)

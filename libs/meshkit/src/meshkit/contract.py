@@ -25,6 +25,7 @@ __all__ = [
     "APP_PORT",
     "LIVEZ",
     "METRICS",
+    "METRICS_PORT",
     "PRINCIPAL_HEADERS",
     "PROBES",
     "READYZ",
@@ -32,6 +33,7 @@ __all__ = [
     "REQUEST_ID_PATTERN",
     "SECTIONS",
     "SIDECAR_METRICS",
+    "SIDECAR_METRICS_PORT",
     "UPSTREAM_PORT",
     "VARIABLES",
     "Reader",
@@ -52,6 +54,10 @@ PROBES: Final = (LIVEZ, READYZ)
 # port behind the sidecar.
 APP_PORT: Final = 8000
 UPSTREAM_PORT: Final = 8080
+# The internal listeners (never routed by the Ingress; only Prometheus may reach them): the app's
+# `/metrics` and admin, and the sidecar's `/metrics/sidecar`.
+METRICS_PORT: Final = 9090
+SIDECAR_METRICS_PORT: Final = 9091
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 # A client's request id is passed on only when it matches (short, log-safe: no newlines, nothing that
@@ -237,6 +243,38 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "and management commands run without it",
         unset="unset",
     ),
+    _v(
+        "METRICS_BIND",
+        "address",
+        (APP,),
+        "the internal listener (`0.0.0.0:9090` in a pod): `/metrics` only there, and the admin; unset, "
+        "`/metrics` is served on any port",
+        default="",
+        unset="unset",
+    ),
+    _v(
+        "DJANGO_ADMIN_PUBLIC",
+        "bool",
+        (APP,),
+        "serve the admin on the public port too",
+        unset="`false` (`true` in local dev)",
+    ),
+    _v(
+        "SECURE_COOKIES",
+        "bool",
+        SETTINGS,
+        "`SESSION_COOKIE_SECURE` and `CSRF_COOKIE_SECURE`",
+        unset="`true` (`false` in local dev)",
+    ),
+    _v("SECURE_HSTS_SECONDS", "int", SETTINGS, "HSTS from Django (otherwise the ingress's job)", default="0"),
+    _v(
+        "MESHKIT_BUILD",
+        "bool",
+        SETTINGS,
+        "image builds only (`collectstatic`): a missing required variable reads as a placeholder instead of "
+        "failing; never set in a container",
+        default="false",
+    ),
     # gunicorn
     _v(
         "GUNICORN_BIND",
@@ -257,7 +295,15 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         default="20",
         section="gunicorn",
     ),
-    _v("GUNICORN_KEEPALIVE", "int", (APP,), "seconds", default="5", section="gunicorn"),
+    _v(
+        "GUNICORN_KEEPALIVE",
+        "int",
+        (APP,),
+        "seconds an idle connection stays open (gthread workers, always: sync workers close every "
+        "connection)",
+        default="5",
+        section="gunicorn",
+    ),
     _v(
         "GUNICORN_MAX_REQUESTS",
         "int",
@@ -287,8 +333,35 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "GUNICORN_FORWARDED_ALLOW_IPS",
         "list",
         (APP,),
-        "peers whose `X-Forwarded-*` headers gunicorn believes",
+        "peers whose `X-Forwarded-Proto` gunicorn believes (`request.is_secure()`): the sidecar, or "
+        "in-process the ingress (`ingress.trustedProxies`)",
         default="127.0.0.1",
+        section="gunicorn",
+    ),
+    _v(
+        "GUNICORN_LIMIT_REQUEST_FIELDS",
+        "int",
+        (APP,),
+        "header fields gunicorn accepts: the sidecar's 100 plus what it adds",
+        default="128",
+        section="gunicorn",
+    ),
+    _v(
+        "GUNICORN_LIMIT_REQUEST_LINE",
+        "int",
+        (APP,),
+        "longest request line gunicorn accepts (its maximum); above the sidecar's 4 KiB target limit, so "
+        "behind a sidecar the client meets the sidecar's JSON 414",
+        default="8190",
+        section="gunicorn",
+    ),
+    _v(
+        "GUNICORN_CONTROL_SOCKET",
+        "path",
+        (APP,),
+        "gunicorn's control socket (for `gunicornc`), one per master in the memory-backed `/tmp`; `off` "
+        "turns it off",
+        unset="`<tmp>/gunicorn-<master pid>.ctl`",
         section="gunicorn",
     ),
     _v(
@@ -357,7 +430,9 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "MESHAUTH_PRINCIPAL_SECRET",
         "secret",
         (*SETTINGS, SIDECAR),
-        "per-pod secret the sidecar signs principal headers with (or `MESHAUTH_PRINCIPAL_SECRET_FILE`)",
+        "per-pod secret the sidecar signs principal headers with (or `MESHAUTH_PRINCIPAL_SECRET_FILE`); in a "
+        "pod, the `principal-secret` init container (`meshauth-principal-secret`, sidecar image) writes it "
+        "into a memory-backed volume before either container starts",
         default="",
         unset="required in sidecar mode",
         section="meshauth",
@@ -473,7 +548,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "MESHAUTH_SIDECAR_UPSTREAM",
         "url",
         (SIDECAR,),
-        "the app behind the sidecar",
+        "the app behind the sidecar (`http://host:port`, or `unix:/path` for a socket)",
         default="http://127.0.0.1:8080",
         section="meshauth",
     ),
@@ -482,7 +557,48 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "list",
         (SIDECAR,),
         "path prefixes the sidecar forwards without a token",
-        default="/livez,/readyz,/metrics",
+        default="/livez,/readyz",
+        section="meshauth",
+    ),
+    _v(
+        "MESHAUTH_SIDECAR_METRICS_LISTEN",
+        "address",
+        (SIDECAR,),
+        "the sidecar's metrics listener (`/metrics/sidecar` only); must differ from the listen address",
+        default="0.0.0.0:9091",
+        section="meshauth",
+    ),
+    _v(
+        "MESHAUTH_SIDECAR_TRUSTED_PROXIES",
+        "list",
+        (SIDECAR,),
+        "addresses/CIDRs (the ingress) whose `X-Forwarded-Proto` the sidecar passes on; anyone else's is "
+        "replaced",
+        default="",
+        section="meshauth",
+    ),
+    _v(
+        "MESHAUTH_SIDECAR_MAX_URL_BYTES",
+        "int",
+        (SIDECAR,),
+        "longest request target (414 above it)",
+        default="4096",
+        section="meshauth",
+    ),
+    _v(
+        "MESHAUTH_SIDECAR_MAX_HEADERS",
+        "int",
+        (SIDECAR,),
+        "most header fields a request may have (431 above it)",
+        default="100",
+        section="meshauth",
+    ),
+    _v(
+        "MESHAUTH_SIDECAR_BODY_TIMEOUT",
+        "float",
+        (SIDECAR,),
+        "seconds a client may take to send its body (408 after it); the app is asked only once it is whole",
+        default="30",
         section="meshauth",
     ),
     _v(

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from meshkit.env import REQUIRED, as_bool, get_env
+from meshkit.env import BUILD_PLACEHOLDER, REQUIRED, as_bool, get_env
 
 __all__ = ["POOLER_MODES", "database_config", "parse_database_url", "pooler_mode"]
 
@@ -68,7 +68,11 @@ def database_config(
     prepares statements on the server, so there is nothing to turn off there (psycopg 3 would
     need ``prepare_threshold=None`` below PgBouncer 1.21).
     """
-    config = parse_database_url(url or get_env(url_variable, REQUIRED), variable=url_variable)
+    value = url or get_env(url_variable, REQUIRED)
+    if value == BUILD_PLACEHOLDER:
+        # An image build (collectstatic) opens no connection: an address nothing listens on.
+        value = "postgres://build@127.0.0.1:1/build"
+    config = parse_database_url(value, variable=url_variable)
     pooler = pooler_mode()
     options = config["OPTIONS"]
     options.setdefault("connect_timeout", get_env("DATABASE_CONNECT_TIMEOUT", 5, cast=int))

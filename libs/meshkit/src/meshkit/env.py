@@ -8,7 +8,7 @@ from typing import Any, Final, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["REQUIRED", "as_bool", "as_list", "get_env", "local_dev"]
+__all__ = ["BUILD_PLACEHOLDER", "REQUIRED", "as_bool", "as_list", "building", "get_env", "local_dev"]
 
 T = TypeVar("T")
 
@@ -20,6 +20,9 @@ class _Required:
 
 REQUIRED: Final[Any] = _Required()
 """Sentinel default: the variable must be set."""
+
+BUILD_PLACEHOLDER: Final = "unset-at-image-build"
+"""What a missing required variable reads as while the image is built (see :func:`building`)."""
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -56,6 +59,8 @@ def get_env(name: str, default: Any = REQUIRED, *, cast: Callable[[str], Any] = 
     """
     raw = os.environ.get(name)
     if raw is None:
+        if default is REQUIRED and building():
+            return BUILD_PLACEHOLDER
         if default is REQUIRED:
             raise ImproperlyConfigured(f"Set the environment variable {name}.")
         return default
@@ -68,4 +73,15 @@ def get_env(name: str, default: Any = REQUIRED, *, cast: Callable[[str], Any] = 
 def local_dev() -> bool:
     """True when running on a developer machine (`make up`, tests), never in a cluster."""
     result: bool = get_env("MESH_LOCAL_DEV", default=False, cast=as_bool)
+    return result
+
+
+def building() -> bool:
+    """True while an image is built (``MESHKIT_BUILD=1``, set for `collectstatic` only).
+
+    Build steps import the settings but serve nothing and open no connection, so they must not need
+    the runtime's configuration (database URLs, issuer, secrets): a required variable that is
+    missing reads as :data:`BUILD_PLACEHOLDER` instead of failing. Never set it in a container.
+    """
+    result: bool = get_env("MESHKIT_BUILD", default=False, cast=as_bool)
     return result

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 __all__ = [
     "BodySizeLimitMiddleware",
     "DatabaseUnavailableMiddleware",
+    "JsonMethodNotAllowedMiddleware",
     "handler400",
     "handler403",
     "handler404",
@@ -40,7 +41,7 @@ class BodySizeLimitMiddleware:
         try:
             length = int(declared)
         except ValueError:
-            return json_error(400, "Content-Length is not a number.")
+            return json_error(400, "Content-Length is not a number.", errors={})
         if limit is not None and length > limit:
             return json_error(413, f"Request body is larger than {limit} bytes.")
         return self.get_response(request)
@@ -67,8 +68,25 @@ class DatabaseUnavailableMiddleware:
         return None
 
 
+class JsonMethodNotAllowedMiddleware:
+    """Answer a wrong method with the JSON contract (and ``Allow``) instead of the views' plain text."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code == 405 and not response.get("Content-Type", "").startswith(
+            "application/json"
+        ):
+            answer = json_error(405, f"Method {request.method} is not allowed here.")
+            answer["Allow"] = response.get("Allow", "")
+            return answer
+        return response
+
+
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return json_error(400, "Bad request.")
+    return json_error(400, "Bad request.", errors={})
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,16 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
 
 
 bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # a pod listens on its own IP
+# The internal port (/metrics, the admin): a second listener, so the public port never serves them
+# (meshkit.probes tells the two apart by the listening socket).
+if get_env("METRICS_BIND", ""):
+    bind.append(get_env("METRICS_BIND"))
 workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
 threads = get_env("GUNICORN_THREADS", 1, cast=int)
+# gthread, even with one thread: sync workers close the connection after every request, so the
+# sidecar (or any proxy in front) would pay a TCP set-up per request; gthread keeps connections
+# alive for `keepalive` seconds, parked in a poller, not holding a thread.
+worker_class = "gthread"
 timeout = get_env("GUNICORN_TIMEOUT", 30, cast=int)
 graceful_timeout = get_env("GUNICORN_GRACEFUL_TIMEOUT", 20, cast=int)
 keepalive = get_env("GUNICORN_KEEPALIVE", 5, cast=int)
@@ -80,6 +89,13 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 # gunicorn's own limit (8 KiB) answers an oversized header with an HTML 431 before Django runs; let
 # meshauth see it and answer a too-large token with its JSON 401. The sidecar caps headers itself.
 limit_request_field_size = get_env("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 131_072, cast=int)
+# The sidecar lets a client send 100 header fields (its JSON 431 above that) and adds up to six of
+# its own (principal, request ID, forwarded-for/-proto): gunicorn's default of 100 would answer the
+# sum with an HTML 431.
+limit_request_fields = get_env("GUNICORN_LIMIT_REQUEST_FIELDS", 128, cast=int)
+# gunicorn's largest request line (its default, 4094, is below the sidecar's 4 KiB target limit):
+# behind a sidecar, the sidecar's JSON 414 is the one a client meets.
+limit_request_line = get_env("GUNICORN_LIMIT_REQUEST_LINE", 8190, cast=int)
 accesslog = "-"
 errorlog = "-"
 logger_class = JsonAccessLogger
@@ -87,6 +103,15 @@ loglevel = get_env("LOG_LEVEL", "info").lower()
 # The app logs its own errors as JSON; gunicorn's error log keeps its own format on stderr.
 forwarded_allow_ips = get_env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = get_env("GUNICORN_PROC_NAME", "meshkit")
+# gunicorn 23+ opens a control socket (for `gunicornc`) at $HOME/.gunicorn/gunicorn.ctl by default:
+# under a read-only root filesystem (HOME=/nonexistent) that logs an error at every start, and masters
+# sharing a HOME (`make up`) would fight over one socket. Each master gets its own in the temporary
+# directory instead (the pod's memory-backed /tmp); GUNICORN_CONTROL_SOCKET names another path, and
+# `off` turns it off.
+control_socket = get_env(
+    "GUNICORN_CONTROL_SOCKET", os.path.join(tempfile.gettempdir(), f"gunicorn-{os.getpid()}.ctl")
+)
+control_socket_disable = control_socket == "off"
 
 
 def on_starting(server: Any) -> None:

@@ -1,7 +1,13 @@
-"""Answer the endpoints kubelet and Prometheus call, ahead of every other middleware.
+"""Answer the endpoints kubelet and Prometheus call, ahead of every other middleware; keep the
+internal ones off the public port.
 
 They run first so that host validation (`ALLOWED_HOSTS`) never sees them: kubelet and the scraper
-address the pod by IP, which no sane `ALLOWED_HOSTS` lists. Nothing else is served here.
+address the pod by IP, which no sane `ALLOWED_HOSTS` lists.
+
+With ``METRICS_BIND`` set (the charts and `make up` set it), gunicorn listens on a second, internal
+port. There, and only there, `/metrics` is served; the Django admin is served there too, and on the
+public port only when ``DJANGO_ADMIN_PUBLIC`` says so. The internal port serves nothing else. The
+Ingress and the Service's public port never reach it: metrics and the admin are not public.
 """
 
 from __future__ import annotations
@@ -10,25 +16,49 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from meshkit.env import as_bool, get_env, local_dev
+from meshkit.errors import json_error
 from meshkit.health import run_readiness
 from meshkit.metrics import metrics_response
 
-__all__ = ["PROBE_PATHS", "ProbeMiddleware"]
+__all__ = ["ADMIN_PREFIXES", "PROBE_PATHS", "ProbeMiddleware", "metrics_port"]
 
 LIVEZ = "/livez"
 READYZ = "/readyz"
 METRICS = "/metrics"
 PROBE_PATHS = (LIVEZ, READYZ, METRICS)
+# The admin and the static files its pages load.
+ADMIN_PREFIXES = ("/admin/", "/static/")
+
+
+def metrics_port() -> str:
+    """The internal port from ``METRICS_BIND`` (``host:port``), or "" when there is none."""
+    bind = get_env("METRICS_BIND", "")
+    return bind.rpartition(":")[2] if bind else ""
 
 
 class ProbeMiddleware:
-    """Serve `/livez`, `/readyz` and `/metrics` for GET/HEAD whatever the Host header says."""
+    """Serve `/livez`, `/readyz` (any port) and `/metrics` (the internal port) whatever the Host says."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        self.internal_port = metrics_port()
+        # Locally (`make up`, tests) the admin stays where a developer expects it.
+        self.admin_public = get_env("DJANGO_ADMIN_PUBLIC", local_dev(), cast=as_bool)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
+        if self.internal_port:
+            # gunicorn sets SERVER_PORT from the listening socket, never from the client's Host.
+            internal = request.META.get("SERVER_PORT") == self.internal_port
+            if internal and path not in PROBE_PATHS and not path.startswith(ADMIN_PREFIXES):
+                return json_error(404, "Not found.")
+            if not internal and path == METRICS:
+                return json_error(404, "Not found.")
+            if not internal and not self.admin_public and path.startswith(ADMIN_PREFIXES[0]):
+                return json_error(404, "Not found.")
+        elif not self.admin_public and path.startswith(ADMIN_PREFIXES[0]):
+            return json_error(404, "Not found.")
         if path not in PROBE_PATHS or request.method not in ("GET", "HEAD"):
             return self.get_response(request)
         if path == LIVEZ:

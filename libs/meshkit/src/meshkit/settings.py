@@ -16,7 +16,7 @@ import secrets
 from django.core.exceptions import ImproperlyConfigured
 
 from meshkit.database import database_config
-from meshkit.env import as_bool, as_list, get_env, local_dev
+from meshkit.env import as_bool, as_list, building, get_env, local_dev
 from meshkit.logging import logging_config
 
 __all__ = [
@@ -30,7 +30,10 @@ __all__ = [
     "LOCAL_DEV",
     "LOGGING",
     "SECRET_KEY",
-    "SECURE_PROXY_SSL_HEADER",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_HSTS_SECONDS",
+    "SESSION_COOKIE_SECURE",
+    "SILENCED_SYSTEM_CHECKS",
     "STATIC_ROOT",
     "STATIC_URL",
     "TEMPLATES",
@@ -52,7 +55,7 @@ def _secret_key() -> str:
         if len(key) < 32:
             raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long.")
         return str(key)
-    if LOCAL_DEV:
+    if LOCAL_DEV or building():
         # A throwaway key: sessions and signed values do not survive a restart, which is fine locally.
         return secrets.token_urlsafe(50)
     raise ImproperlyConfigured("Set the environment variable SECRET_KEY.")
@@ -64,8 +67,18 @@ ALLOWED_HOSTS: list[str] = get_env("ALLOWED_HOSTS", [], cast=as_list)
 if LOCAL_DEV:
     ALLOWED_HOSTS = [*ALLOWED_HOSTS, "127.0.0.1", "localhost", "[::1]", "testserver"]
 CSRF_TRUSTED_ORIGINS: list[str] = get_env("CSRF_TRUSTED_ORIGINS", [], cast=as_list)
-# TLS ends at the ingress; trust its header so the admin builds https URLs.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# TLS ends at the ingress. Whether a request came over https is gunicorn's call (`wsgi.url_scheme`):
+# it reads X-Forwarded-Proto only from GUNICORN_FORWARDED_ALLOW_IPS, which is the sidecar (127.0.0.1;
+# the sidecar itself passes the header on only from MESHAUTH_SIDECAR_TRUSTED_PROXIES) or, in-process,
+# the ingress. No SECURE_PROXY_SSL_HEADER: with it, Django would believe whoever sent the header.
+# Cookies are https-only outside local development (a browser only ever reaches us through TLS).
+SESSION_COOKIE_SECURE: bool = get_env("SECURE_COOKIES", not LOCAL_DEV, cast=as_bool)
+CSRF_COOKIE_SECURE: bool = SESSION_COOKIE_SECURE
+# HSTS and the http -> https redirect belong to the TLS terminator (the ingress): in the cluster,
+# services call each other and are probed over plain http, which a redirect would break. Django sends
+# HSTS on https requests when SECURE_HSTS_SECONDS is set.
+SECURE_HSTS_SECONDS: int = get_env("SECURE_HSTS_SECONDS", 0, cast=int)
+SILENCED_SYSTEM_CHECKS = ["security.W008"] + ([] if SECURE_HSTS_SECONDS else ["security.W004"])
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -128,7 +141,10 @@ def service_middleware(*extra: str) -> list[str]:
         "meshkit.metrics.RequestMetricsMiddleware",
         "meshkit.requestid.RequestIdMiddleware",
         "meshkit.errors.BodySizeLimitMiddleware",
+        # After the size limit: it reads the body, and only bodies within the limit.
+        "meshkit.inputs.InputGuardMiddleware",
         "meshkit.errors.DatabaseUnavailableMiddleware",
+        "meshkit.errors.JsonMethodNotAllowedMiddleware",
         "django.middleware.security.SecurityMiddleware",
         # The admin's static files, from the image, without a separate web server.
         "whitenoise.middleware.WhiteNoiseMiddleware",

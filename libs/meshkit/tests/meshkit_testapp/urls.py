@@ -6,6 +6,7 @@ handler404 = "meshkit.errors.handler404"
 handler500 = "meshkit.errors.handler500"
 
 urlpatterns = [
+    path("items", views.create_item),
     path("items/<str:name>", views.items),
     path("boom", views.boom),
 ]

@@ -10,6 +10,8 @@ INSTALLED_APPS = service_apps("identity.accounts", "identity.tokens")
 MIDDLEWARE = service_middleware("meshauth.django.middleware.MeshAuthMiddleware")
 DATABASES = {"default": database_config(schema="identity")}
 AUTH_USER_MODEL = "accounts.User"
+# The only backend: every password check (API login, admin login) shares the failed-login limits.
+AUTHENTICATION_BACKENDS = ["identity.accounts.backends.RateLimitedModelBackend"]
 
 # Argon2 first: memory-hard, Django's recommendation; PBKDF2 still verifies older hashes.
 PASSWORD_HASHERS = [

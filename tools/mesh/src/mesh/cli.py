@@ -5,6 +5,8 @@ mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
 mesh db budget [--scenario NAME] [--values SERVICE=FILE] [--server URL]
 mesh db lint-migrations [--only NAME ...]
 mesh new-service NAME [--port N] [--reads SERVICE ...]
+mesh images [--only NAME ...] [--no-cache]
+mesh pods [--mode sidecar|inprocess] [--port-offset N]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from mesh import dbchecks
@@ -154,7 +157,14 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mesh.bench import run_bench
 
-    return run_bench(load_registry(find_root()), seconds=args.seconds, rounds=args.rounds)
+    return run_bench(
+        load_registry(find_root()),
+        seconds=args.seconds,
+        rounds=args.rounds,
+        connections=args.connections,
+        json_path=args.json,
+        upstream=args.upstream,
+    )
 
 
 def cmd_new_service(args: argparse.Namespace) -> int:
@@ -178,6 +188,18 @@ def cmd_new_service(args: argparse.Namespace) -> int:
         "`make sync` (uv sync --all-packages), then `make test` and `make up`"
     )
     return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from mesh.containers import images_command
+
+    return images_command(load_registry(find_root()), only=args.only, no_cache=args.no_cache)
+
+
+def cmd_pods(args: argparse.Namespace) -> int:
+    from mesh.containers import pods_command
+
+    return pods_command(load_registry(find_root()), args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,8 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help="auth cost side by side: baseline, in-process, sidecar, introspection"
     )
-    bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
+    bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
+    bench.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds; median and min-max reported (default 5)"
+    )
+    bench.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    bench.add_argument(
+        "--upstream",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how orders' sidecar reaches gunicorn: loopback TCP (default, as deployed) or a unix socket",
+    )
+    bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
     bench.set_defaults(func=cmd_bench)
 
     new = sub.add_parser(
@@ -230,6 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="a service whose schema it may read (repeat, or separate with commas)",
     )
     new.set_defaults(func=cmd_new_service)
+
+    images = sub.add_parser("images", help="build every image with podman (stand-ins for unreachable bases)")
+    images.add_argument("--only", nargs="*", default=[], metavar="NAME", help="build only these images")
+    images.add_argument("--no-cache", action="store_true", help="rebuild every layer (a cold build)")
+    images.set_defaults(func=cmd_images)
+
+    pods = sub.add_parser("pods", help="run the charts' pods from the images under podman kube play")
+    pods.add_argument("--mode", choices=("sidecar", "inprocess"), default="sidecar")
+    pods.add_argument("--port-offset", type=int, default=0, help="add this to every port")
+    pods.add_argument("--database", default="mesh_pods", help="database name (default: mesh_pods)")
+    pods.add_argument("--keep-db", action="store_true", help="leave PostgreSQL running on exit")
+    pods.add_argument("--no-build", action="store_true", help="use the images as they are")
+    pods.add_argument("--state-dir", default=None, help="its PostgreSQL's data (default: .mesh/pods)")
+    pods.add_argument("--explain", action="store_true", help="list what differs from helm install, and why")
+    pods.set_defaults(func=cmd_pods)
 
     db = sub.add_parser("db", help="the local database")
     db.add_argument("--database", default=LOCAL_DATABASE)

@@ -13,6 +13,9 @@ __all__ = ["Registry", "Service", "find_root", "load_registry"]
 REGISTRY_FILE = "mesh.toml"
 # The app listens behind its sidecar on this offset from the public port (`make up` only).
 APP_PORT_OFFSET = 1000
+# The internal listeners (`make up` only): the app's /metrics and admin, the sidecar's metrics.
+METRICS_PORT_OFFSET = 2000
+SIDECAR_METRICS_PORT_OFFSET = 3000
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,14 @@ class Service:
     @property
     def app_port(self) -> int:
         return self.port + APP_PORT_OFFSET
+
+    @property
+    def metrics_port(self) -> int:
+        return self.port + METRICS_PORT_OFFSET
+
+    @property
+    def sidecar_metrics_port(self) -> int:
+        return self.port + SIDECAR_METRICS_PORT_OFFSET
 
     @property
     def role(self) -> str:

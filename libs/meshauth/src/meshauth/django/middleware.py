@@ -21,7 +21,7 @@ from meshauth.django.conf import MeshAuthSettings, get_settings, get_verifier
 from meshauth.django.introspection import introspect
 from meshauth.django.responses import Denial, invalid_token
 from meshauth.errors import InvalidPrincipalHeaders, InvalidToken
-from meshauth.headers import bearer_token, strip_identity_meta, verify_principal_headers
+from meshauth.headers import PRINCIPAL_HEADERS, bearer_token, strip_identity_meta, verify_principal_headers
 from meshauth.metrics import default_metrics
 from meshauth.principal import Principal
 
@@ -40,6 +40,10 @@ def _warm_up() -> None:
             jwks.refresh()
     except Exception:  # a failed warm-up only means the first request fetches
         log.warning("JWKS warm-up failed", exc_info=True)
+
+
+# The principal headers as WSGI names them.
+_PRINCIPAL_META = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in PRINCIPAL_HEADERS)
 
 
 class MeshAuthMiddleware:
@@ -94,8 +98,11 @@ class MeshAuthMiddleware:
     @staticmethod
     def _from_sidecar(request: HttpRequest, conf: MeshAuthSettings) -> tuple[Principal | None, str | None]:
         try:
+            # From META directly: request.headers would build a mapping of every header first.
+            meta = request.META
+            signed = {name: meta[key] for name, key in _PRINCIPAL_META if key in meta}
             principal = verify_principal_headers(
-                request.headers, conf.principal_secret, max_age=conf.principal_max_age
+                signed, conf.principal_secret, max_age=conf.principal_max_age
             )
         except InvalidPrincipalHeaders as exc:
             default_metrics().decision("rejected", "bad_signature", "sidecar")

@@ -11,8 +11,8 @@ import uvloop
 from aiohttp import web
 
 from meshauth.sidecar.config import ConfigError, SidecarConfig
-from meshauth.sidecar.logging import configure_logging
-from meshauth.sidecar.proxy import Sidecar, create_server
+from meshauth.sidecar.logging import ACCESS_LINES, configure_logging
+from meshauth.sidecar.proxy import Sidecar, create_metrics_server, create_server
 
 __all__ = ["main", "serve"]
 
@@ -31,13 +31,25 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
     await site.start()
-    log.info("listening on %s:%s, upstream %s", config.listen_host, config.listen_port, config.upstream)
+    metrics_runner = web.ServerRunner(create_metrics_server(sidecar), shutdown_timeout=1)
+    await metrics_runner.setup()
+    await web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port).start()
+    log.info(
+        "listening on %s:%s (metrics on %s:%s), upstream %s",
+        config.listen_host,
+        config.listen_port,
+        config.metrics_host,
+        config.metrics_port,
+        config.upstream,
+    )
     await stop.wait()
     log.info("stopping: no new connections, draining in-flight requests")
     # cleanup() closes the listening socket first, then waits (up to shutdown_timeout) for the
-    # requests being served; idle keep-alive connections are closed.
+    # requests being served; idle keep-alive connections are closed. Metrics are scraped until then.
     await runner.cleanup()
+    await metrics_runner.cleanup()
     await sidecar.close()
+    ACCESS_LINES.flush()
     log.info("stopped")
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from meshauth.keys import ALGORITHMS
+from meshauth.sidecar.target import MAX_TARGET_BYTES
 from meshauth.verifier import MAX_LEEWAY, MAX_TOKEN_BYTES
 
-__all__ = ["ConfigError", "SidecarConfig", "env", "env_number"]
+__all__ = ["UNIX_PREFIX", "ConfigError", "SidecarConfig", "env", "env_number"]
+
+#: ``MESHAUTH_SIDECAR_UPSTREAM`` starting with this names the app's unix domain socket.
+UNIX_PREFIX = "unix:"
 
 
 class ConfigError(Exception):
@@ -43,6 +48,13 @@ def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _list(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc} (a comma-separated list of addresses or CIDRs)") from None
+
+
 def _host_port(name: str, raw: str) -> tuple[str, int]:
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit():
@@ -66,6 +78,8 @@ class SidecarConfig:
     leeway: float = 30.0
     max_token_bytes: int = MAX_TOKEN_BYTES
     max_header_bytes: int = 32_768
+    max_headers: int = 100
+    max_url_bytes: int = MAX_TARGET_BYTES
     max_body_bytes: int = 10_485_760
     jwks_ttl: float = 300.0
     jwks_min_refresh_interval: float = 30.0
@@ -73,8 +87,17 @@ class SidecarConfig:
     http_timeout: float = 2.0
     jwks_cache_file: str = ""
     upstream_timeout: float = 60.0
+    body_timeout: float = 30.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     upstream_connections: int = 100
     shutdown_timeout: float = 15.0
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
+    metrics_port: int = 9091
+
+    @property
+    def upstream_socket(self) -> str:
+        """The app's unix socket path (``unix:/path`` upstream), or ``""`` for a TCP upstream."""
+        return self.upstream.removeprefix(UNIX_PREFIX) if self.upstream.startswith(UNIX_PREFIX) else ""
 
     @classmethod
     def from_env(cls) -> SidecarConfig:
@@ -82,15 +105,15 @@ class SidecarConfig:
         listen_host, listen_port = _host_port(
             "MESHAUTH_SIDECAR_LISTEN", env("MESHAUTH_SIDECAR_LISTEN", "0.0.0.0:8000")
         )
-        upstream = env("MESHAUTH_SIDECAR_UPSTREAM", "http://127.0.0.1:8080").rstrip("/")
-        parts = urlsplit(upstream)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
-            raise ConfigError(f"MESHAUTH_SIDECAR_UPSTREAM={upstream!r} must be http(s)://host:port.")
+        metrics_host, metrics_port = _host_port(
+            "MESHAUTH_SIDECAR_METRICS_LISTEN", env("MESHAUTH_SIDECAR_METRICS_LISTEN", "0.0.0.0:9091")
+        )
+        upstream = _upstream(env("MESHAUTH_SIDECAR_UPSTREAM", "http://127.0.0.1:8080"))
         config = cls(
             listen_host=listen_host,
             listen_port=listen_port,
             upstream=upstream,
-            public_paths=_list(env("MESHAUTH_PUBLIC_PATHS", "/livez,/readyz,/metrics")),
+            public_paths=_list(env("MESHAUTH_PUBLIC_PATHS", "/livez,/readyz")),
             issuer=env("MESHAUTH_ISSUER"),
             audience=_list(env("MESHAUTH_AUDIENCE")),
             jwks_url=env("MESHAUTH_JWKS_URL"),
@@ -99,6 +122,8 @@ class SidecarConfig:
             leeway=env_number("MESHAUTH_LEEWAY", "30"),
             max_token_bytes=int(env_number("MESHAUTH_MAX_TOKEN_BYTES", "8192")),
             max_header_bytes=int(env_number("MESHAUTH_SIDECAR_MAX_HEADER_BYTES", "32768")),
+            max_headers=int(env_number("MESHAUTH_SIDECAR_MAX_HEADERS", "100")),
+            max_url_bytes=int(env_number("MESHAUTH_SIDECAR_MAX_URL_BYTES", str(MAX_TARGET_BYTES))),
             max_body_bytes=int(env_number("MESHAUTH_SIDECAR_MAX_BODY_BYTES", "10485760")),
             jwks_ttl=env_number("MESHAUTH_JWKS_TTL", "300"),
             jwks_min_refresh_interval=env_number("MESHAUTH_JWKS_MIN_REFRESH_INTERVAL", "30"),
@@ -106,16 +131,39 @@ class SidecarConfig:
             jwks_cache_file=os.environ.get("MESHAUTH_JWKS_CACHE_FILE", ""),
             http_timeout=env_number("MESHAUTH_HTTP_TIMEOUT", "2"),
             upstream_timeout=env_number("MESHAUTH_SIDECAR_UPSTREAM_TIMEOUT", "60"),
+            body_timeout=env_number("MESHAUTH_SIDECAR_BODY_TIMEOUT", "30"),
+            trusted_proxies=_networks(
+                "MESHAUTH_SIDECAR_TRUSTED_PROXIES", env("MESHAUTH_SIDECAR_TRUSTED_PROXIES", "")
+            ),
             upstream_connections=int(env_number("MESHAUTH_SIDECAR_UPSTREAM_CONNECTIONS", "100")),
             shutdown_timeout=env_number("MESHAUTH_SIDECAR_SHUTDOWN_TIMEOUT", "15"),
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
         if not config.audience:
             raise ConfigError("Set the environment variable MESHAUTH_AUDIENCE.")
+        if (config.metrics_host, config.metrics_port) == (config.listen_host, config.listen_port):
+            raise ConfigError("MESHAUTH_SIDECAR_METRICS_LISTEN must differ from MESHAUTH_SIDECAR_LISTEN.")
         if config.leeway > MAX_LEEWAY:
             raise ConfigError(f"MESHAUTH_LEEWAY must be at most {MAX_LEEWAY} seconds.")
         if any(not path.startswith("/") for path in config.public_paths):
             raise ConfigError("MESHAUTH_PUBLIC_PATHS entries must start with '/'.")
         return config
+
+
+def _upstream(raw: str) -> str:
+    if raw.startswith(UNIX_PREFIX):
+        # A socket on a volume both containers mount: no TCP stack between sidecar and app.
+        if not raw.removeprefix(UNIX_PREFIX).startswith("/"):
+            raise ConfigError(f"MESHAUTH_SIDECAR_UPSTREAM={raw!r} must be unix:/absolute/path.")
+        return raw
+    upstream = raw.rstrip("/")
+    parts = urlsplit(upstream)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise ConfigError(
+            f"MESHAUTH_SIDECAR_UPSTREAM={upstream!r} must be http(s)://host:port or unix:/path."
+        )
+    return upstream
 
 
 def _principal_secret() -> str:

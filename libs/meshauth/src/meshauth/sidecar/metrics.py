@@ -30,6 +30,7 @@ class SidecarMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self._durations: dict[tuple[str, int], Histogram] = {}
         self.active_requests = Gauge(
             f"{PREFIX}_active_requests",
             "Requests in flight through the sidecar.",
@@ -43,7 +44,16 @@ class SidecarMetrics:
         )
         self.rejected_requests = Counter(
             f"{PREFIX}_rejected_requests_total",
-            "Requests refused before reaching the app for their size.",
+            "Requests refused before reaching the app (size, limits, request target, slow body).",
             ("reason",),
             registry=self.registry,
         )
+
+    def observe_request(self, method: str, status: int, seconds: float) -> None:
+        """One proxied request's duration (``method`` already folded to a known one or ``_OTHER``)."""
+        child = self._durations.get((method, status))
+        if child is None:
+            # Bound once per (method, status): labels() locks and builds a key on every call.
+            child = self.request_duration.labels(method, str(status))
+            self._durations[(method, status)] = child
+        child.observe(seconds)

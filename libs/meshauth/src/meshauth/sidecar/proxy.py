@@ -2,7 +2,12 @@
 
 Per request:
 
-1. ``/metrics/sidecar`` is answered here (the sidecar's own registry); nothing else is.
+0. The request target must be a plain path (:mod:`meshauth.sidecar.target`): the sidecar only ever
+   talks to its own app, at the fixed ``MESHAUTH_SIDECAR_UPSTREAM``; every other form is a 400.
+   Decisions below are made on the decoded path the app will route.
+1. Nothing is answered here but refusals: the sidecar's own metrics (``/metrics/sidecar``) are on a
+   separate listener (``MESHAUTH_SIDECAR_METRICS_LISTEN``, :func:`create_metrics_server`) that the
+   Service's public port and the Ingress never reach.
 2. Requests with more header bytes than ``max_header_bytes`` get 431, bodies over
    ``max_body_bytes`` get 413, before anything reaches the app.
 3. Every inbound identity header is dropped (:func:`meshauth.headers.is_identity_header`).
@@ -14,21 +19,26 @@ Per request:
    and the ``Authorization`` header (the app may need the token for profile lookups).
    No token -> forwarded anonymously, without principal headers: the app decides per view.
 6. ``X-Request-ID`` is kept when sane, generated otherwise, and echoed on the response;
-   ``X-Forwarded-For`` gets the peer appended, ``X-Forwarded-Proto`` is kept or set.
+   ``X-Forwarded-For`` gets the peer appended. ``X-Forwarded-Proto`` is the sidecar's own scheme,
+   or the inbound value when the peer is a trusted proxy (``MESHAUTH_SIDECAR_TRUSTED_PROXIES``, the
+   ingress): the app (gunicorn trusts the sidecar) takes it for ``request.is_secure()``.
 
-Bodies stream both ways; upstream connections are pooled.
+Request bodies are read whole (within ``max_body_bytes`` and ``body_timeout``: 413 / 408) before
+the app is asked, so slow clients cost the sidecar a coroutine and never an app worker; responses
+stream back; upstream connections are pooled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import itertools
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Final
 
 import aiohttp
@@ -38,21 +48,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from meshauth.errors import InvalidToken
-from meshauth.headers import bearer_token, is_identity_header, sign_principal
+from meshauth.headers import PrincipalSigner, bearer_token, is_identity_header
 from meshauth.jwks import default_cache_file
 from meshauth.principal import Principal
 from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
+from meshauth.sidecar.protocol import SidecarServer
+from meshauth.sidecar.target import BadTarget, Target, parse_target
+from meshauth.sidecar.upstream import open_pool, origin
 from meshauth.verifier import Verifier
 
-__all__ = ["METRICS_PATH", "Sidecar"]
+__all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
 
 log = logging.getLogger("meshauth.sidecar")
 
 METRICS_PATH: Final = "/metrics/sidecar"
-# Probe and scrape traffic would drown the signal in the request metrics and the access log.
-UNMEASURED_PREFIXES: Final = ("/livez", "/readyz", "/metrics")
+# Probe traffic would drown the signal in the request metrics and the access log. Exact paths: a
+# prefix would let ``/livezX/...`` hide from both. (Scrapes go to the metrics listener.)
+UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz"})
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HOP_BY_HOP: Final = frozenset(
     {
@@ -67,15 +81,29 @@ HOP_BY_HOP: Final = frozenset(
         "upgrade",
     }
 )
-# Set by the sidecar itself: the inbound values are replaced, not passed along.
-_REPLACED: Final = frozenset({"authorization", "x-request-id", "x-forwarded-for", "x-forwarded-proto"})
+# Set by the sidecar itself: the inbound values are replaced, not passed along. ``Expect`` is answered
+# here (the body is read before the app is asked).
+# gunicorn reads any of the three scheme headers from its trusted peer (the sidecar): none may pass.
+_REPLACED: Final = frozenset(
+    {
+        "authorization",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-protocol",
+        "x-forwarded-ssl",
+        "expect",
+    }
+)
 _SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BUFFER_LIMIT: Final = 65_536
-_CHUNK: Final = 65_536
+_MAX_HEADER_NAMES: Final = 1024
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyRefused(Exception):
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
 
 
 def _json_response(
@@ -93,6 +121,29 @@ def _denial(exc: InvalidToken, request_id: str) -> web.Response:
     return _json_response(
         401, exc.reason, exc.detail, request_id, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     )
+
+
+def _is_trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def _request_id(request: web.BaseRequest) -> str:
+    request_id = request.headers.get("X-Request-ID", "")
+    return request_id if _SAFE_REQUEST_ID.match(request_id) else _new_request_id()
+
+
+# Generated request ids: 64 random bits per process, then a counter (a uuid4 per request costs a
+# getrandom call); 32 hex digits like a uuid4's.
+_ID_PREFIX: Final = uuid.uuid4().hex[:16]
+_id_counter = itertools.count()
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 def _is_under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -124,8 +175,14 @@ class Sidecar:
         jwks = self.verifier.jwks
         # Age at scrape time, not at the last verification.
         self.metrics.auth.jwks_age.set_function(lambda: jwks.age() or 0.0)
-        self.upstream = URL(config.upstream)
+        self.upstream = origin(config)
+        # The only place requests go: the request target contributes a path and a query, nothing else.
+        self._origin = (self.upstream.scheme, self.upstream.raw_host or "", self.upstream.port)
         self.shutting_down = False
+        self._signer = PrincipalSigner(config.principal_secret)
+        # Which inbound header names are dropped, decided once per name (bounded: names are the
+        # client's choice).
+        self._dropped: dict[str, bool] = {}
         self._session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -133,14 +190,8 @@ class Sidecar:
 
     async def start(self) -> None:
         """Open the upstream pool and load the JWKS (a failure is logged; requests then get 503)."""
-        connector = aiohttp.TCPConnector(
-            limit=self.config.upstream_connections,
-            # Below gunicorn's keep-alive (5 s), so we never reuse a connection it is closing.
-            keepalive_timeout=4.0,
-            ttl_dns_cache=60,
-        )
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=await open_pool(self.config),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.config.http_timeout, sock_read=self.config.upstream_timeout
@@ -179,31 +230,42 @@ class Sidecar:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The aiohttp low-level handler."""
-        path = request.path
-        if path == METRICS_PATH:
-            body = generate_latest(self.metrics.registry)
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-        if path.startswith(UNMEASURED_PREFIXES):
-            return await self._serve(request, path)
+        try:
+            target = parse_target(request.raw_path, self.config.max_url_bytes)
+        except BadTarget as exc:
+            self.metrics.rejected_requests.labels(exc.reason).inc()
+            return _json_response(exc.status, exc.reason, exc.detail, _request_id(request))
+        path = target.path
+        if path in UNMEASURED_PATHS:
+            return await self._serve(request, target)
         start = time.perf_counter()
         self.metrics.active_requests.inc()
         status = 500
         try:
-            response = await self._serve(request, path)
+            response = await self._serve(request, target)
             status = response.status
             return response
         finally:
             self.metrics.active_requests.dec()
             method = request.method if request.method in KNOWN_METHODS else "_OTHER"
-            self.metrics.request_duration.labels(method, str(status)).observe(time.perf_counter() - start)
+            self.metrics.observe_request(method, status, time.perf_counter() - start)
 
-    async def _serve(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
+    async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The metrics listener's handler: ``GET /metrics/sidecar`` and nothing else."""
+        if request.path != METRICS_PATH or request.method not in ("GET", "HEAD"):
+            return _json_response(404, "not_found", "Not found.", _request_id(request))
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _serve(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         inbound = request.headers
-        request_id = inbound.get("X-Request-ID", "")
-        if not _SAFE_REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
+        request_id = _request_id(request)
         if self.shutting_down:
             return _json_response(503, "shutting_down", "The service is restarting.", request_id)
+        if len(request.raw_headers) > self.config.max_headers:
+            self.metrics.rejected_requests.labels("too_many_headers").inc()
+            detail = f"Send at most {self.config.max_headers} header fields."
+            return _json_response(431, "too_many_headers", detail, request_id)
         if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > self.config.max_header_bytes:
             auth = inbound.getall("Authorization", [])
             if any(len(value) > self.config.max_token_bytes for value in auth):
@@ -218,14 +280,22 @@ class Sidecar:
 
         principal: Principal | None = None
         token: str | None = None
-        if not _is_under(path, self.config.public_paths):
+        if not _is_under(target.path, self.config.public_paths):
             try:
                 principal, token = await self._authenticate(inbound)
             except InvalidToken as exc:
                 return _denial(exc, request_id)
-        return await self._forward(
-            request, self._upstream_headers(request, principal, token, request_id), request_id
-        )
+        body: bytes | None = None
+        if request.body_exists:
+            try:
+                body = await self._read_body(request)
+            except _BodyRefused as exc:
+                self.metrics.rejected_requests.labels(exc.reason).inc()
+                response = _json_response(exc.status, exc.reason, exc.detail, request_id)
+                response.force_close()  # the rest of the body is not worth waiting for
+                return response
+        headers = self._upstream_headers(request, principal, token, request_id)
+        return await self._forward(request, target, headers, body, request_id)
 
     async def _authenticate(self, inbound: CIMultiDictProxy[str]) -> tuple[Principal | None, str | None]:
         values = inbound.getall("Authorization", [])
@@ -241,55 +311,104 @@ class Sidecar:
             raise
         return await self.verifier.averify(token), token
 
+    def _drops(self, name: str) -> bool:
+        dropped = self._dropped.get(name)
+        if dropped is None:
+            lowered = name.lower()
+            dropped = lowered in HOP_BY_HOP or lowered in _REPLACED or is_identity_header(name)
+            if len(self._dropped) >= _MAX_HEADER_NAMES:
+                self._dropped.clear()
+            self._dropped[name] = dropped
+        return dropped
+
     def _upstream_headers(
         self, request: web.BaseRequest, principal: Principal | None, token: str | None, request_id: str
     ) -> CIMultiDict[str]:
         inbound = request.headers
-        listed = {
-            name.strip().lower() for value in inbound.getall("Connection", []) for name in value.split(",")
-        }
+        listed = (
+            {name.strip().lower() for value in inbound.getall("Connection") for name in value.split(",")}
+            if "Connection" in inbound
+            else None
+        )
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in inbound.items():
-            lowered = name.lower()
-            if lowered in HOP_BY_HOP or lowered in listed or lowered in _REPLACED or is_identity_header(name):
+            if self._drops(name) or (listed and name.lower() in listed):
                 continue
             out.add(name, value)
         if principal is not None and token is not None:
             out["Authorization"] = f"Bearer {token}"
-            out.update(sign_principal(principal, self.config.principal_secret))
+            out.update(self._signer.sign(principal, token))
         out["X-Request-ID"] = request_id
         peer = request.remote or ""
         forwarded_for = ", ".join(inbound.getall("X-Forwarded-For", []))
         out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-        proto = inbound.get("X-Forwarded-Proto", "").lower()
-        out["X-Forwarded-Proto"] = proto if proto in ("http", "https") else request.scheme
+        proto = request.scheme
+        if self.config.trusted_proxies and _is_trusted(peer, self.config.trusted_proxies):
+            claimed = inbound.get("X-Forwarded-Proto", "").lower()
+            proto = claimed if claimed in ("http", "https") else proto
+        out["X-Forwarded-Proto"] = proto
         return out
 
-    async def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes]:
-        # Streams the body through, counting, so a chunked upload cannot exceed the cap either.
-        seen = 0
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            seen += len(chunk)
-            if seen > self.config.max_body_bytes:
-                raise _BodyTooLarge
-            yield chunk
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole request body, read before the app is involved (as nginx buffers requests).
+
+        An app worker is taken only once the body is here: a client dribbling its body ties up a
+        coroutine of the sidecar (for at most ``body_timeout``), never a gunicorn worker. A chunked
+        body is counted as it arrives, so it cannot exceed the cap either.
+        """
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            # The headers passed every check: the client may send the body now.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        limit = self.config.max_body_bytes
+        length = request.content_length
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                if length is not None:
+                    return await request.content.readexactly(length)
+                buffer = bytearray()
+                async for chunk in request.content.iter_any():
+                    buffer += chunk
+                    if len(buffer) > limit:
+                        raise _BodyRefused(413, "body_too_large", "The request body is too large.")
+                return bytes(buffer)
+        except TimeoutError:
+            raise _BodyRefused(
+                408, "body_timeout", f"The request body did not arrive within {self.config.body_timeout:g} s."
+            ) from None
+        except (asyncio.IncompleteReadError, web.RequestPayloadError, ConnectionError):
+            raise _BodyRefused(
+                400, "body_incomplete", "The request body ended early or is malformed."
+            ) from None
 
     async def _forward(
-        self, request: web.BaseRequest, headers: CIMultiDict[str], request_id: str
+        self,
+        request: web.BaseRequest,
+        target: Target,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        request_id: str,
     ) -> web.StreamResponse:
         assert self._session is not None, "start() was not awaited"  # noqa: S101 - programming error
-        url = self.upstream.join(URL(request.rel_url.raw_path_qs, encoded=True))
-        has_body = request.body_exists
+        scheme, host, port = self._origin
+        # Built, never joined: a join would read a target's ``//host`` as an authority.
+        url = URL.build(
+            scheme=scheme,
+            host=host,
+            port=port,
+            path=target.raw_path,
+            query_string=target.raw_query,
+            encoded=True,
+        )
         # A pooled connection the app just closed fails before anything was sent: a request
         # without a body can safely be tried once more on a fresh connection.
-        attempts = 1 if has_body else 2
+        attempts = 1 if body is not None else 2
         for attempt in range(attempts):
             try:
                 upstream = await self._session.request(
                     request.method,
                     url,
                     headers=headers,
-                    data=self._body(request) if has_body else None,
+                    data=body,
                     allow_redirects=False,
                     compress=None,
                 )
@@ -297,15 +416,9 @@ class Sidecar:
             except aiohttp.ServerDisconnectedError:
                 if attempt == attempts - 1:
                     return self._upstream_error("disconnected", 502, request_id)
-            except _BodyTooLarge:
-                self.metrics.rejected_requests.labels("body_too_large").inc()
-                return _json_response(413, "body_too_large", "The request body is too large.", request_id)
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 return self._upstream_error("timeout", 504, request_id)
-            except aiohttp.ClientError as exc:
-                if isinstance(exc.__cause__, _BodyTooLarge) or isinstance(exc.__context__, _BodyTooLarge):
-                    self.metrics.rejected_requests.labels("body_too_large").inc()
-                    return _json_response(413, "body_too_large", "The request body is too large.", request_id)
+            except aiohttp.ClientError:
                 # Nothing listens: the app is down or restarting, which is a 503 (as Envoy answers),
                 # not a bad gateway; clients and load balancers retry a 503.
                 return self._upstream_error("connect", 503, request_id)
@@ -316,7 +429,7 @@ class Sidecar:
 
     def _upstream_error(self, kind: str, status: int, request_id: str) -> web.Response:
         self.metrics.upstream_errors.labels(kind).inc()
-        log.warning("upstream %s: %s", kind, self.upstream)
+        log.warning("upstream %s: %s", kind, self.config.upstream)
         retry = {"Retry-After": "5"} if status == 503 else None
         return _json_response(
             status, "upstream_unavailable", "The service is unavailable, retry shortly.", request_id, retry
@@ -373,13 +486,26 @@ async def _read_up_to(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
 
 def create_server(sidecar: Sidecar) -> web.Server:
     """An aiohttp low-level server running ``sidecar.handle`` (parser limits from the config)."""
-    # The parser's own limits are generous on purpose: the handler enforces the real caps and answers
-    # them in JSON (an oversized token as 401 too_large, other headers as 431).
-    limit = max(sidecar.config.max_header_bytes, sidecar.config.max_token_bytes) * 4
-    return web.Server(
+    config = sidecar.config
+    # The parser's header-field limit is generous on purpose: the handler enforces the real cap and
+    # answers it in JSON (an oversized token as 401 too_large, other headers as 431). A request line
+    # far too long is the parser's to refuse (SidecarServer answers 414 in JSON); the line holds the
+    # method and version too, the handler enforces the target's own length exactly.
+    max_line = config.max_url_bytes + 64
+    max_field = max(8190, max(config.max_header_bytes, config.max_token_bytes) * 4)
+    return SidecarServer(
         sidecar.handle,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("meshauth.sidecar.access"),
-        max_line_size=max(8190, limit),
-        max_field_size=max(8190, limit),
+        max_line_size=max_line,
+        # Distinct from max_line_size: the overflowing limit tells a long target from a long header.
+        max_field_size=max_field if max_field != max_line else max_field + 1,
+        # The handler counts exactly (the parser's count is off by its own bookkeeping); far above
+        # the cap, the parser stops reading and SidecarServer answers the same 431.
+        max_headers=config.max_headers * 2,
     )
+
+
+def create_metrics_server(sidecar: Sidecar) -> web.Server:
+    """The metrics listener: ``/metrics/sidecar`` for Prometheus, on its own port (no access log)."""
+    return SidecarServer(sidecar.handle_metrics, access_log=None)

@@ -28,6 +28,7 @@ from catalog.products.schemas import (
     ReservationOut,
     SkuProblem,
 )
+from meshkit.api import InvalidInput
 
 router = Router()
 _SKU_RE = re.compile(SKU_PATTERN)
@@ -36,7 +37,7 @@ ERRORS: dict[int, Any] = {400: Invalid, 401: Detail, 403: Detail}
 
 class ProductFilters(Schema):
     category: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9-]*$")] | None = None
-    search: Annotated[str, Field(max_length=100, pattern=r"^[^\x00]*$")] | None = None
+    search: Annotated[str, Field(max_length=100)] | None = None
     page: Annotated[int, Field(ge=1, le=100_000)] = 1
     page_size: Annotated[int, Field(ge=1, le=100)] = 20
 
@@ -61,7 +62,7 @@ def _category(slug: str | None) -> Category | None:
         return None
     category = Category.objects.filter(slug=slug).first()
     if category is None:
-        raise HttpError(400, f"Unknown category {slug!r}.")
+        raise InvalidInput(f"Unknown category {slug!r}.", {"category": [f"no category {slug!r}"]})
     return category
 
 
@@ -148,7 +149,10 @@ def update_product(request: HttpRequest, sku: str, payload: ProductPatch) -> Pro
     changes = payload.dict(exclude_unset=True)
     nulls = sorted(field for field, value in changes.items() if value is None and field != "category")
     if nulls:
-        raise HttpError(400, f"These fields cannot be null: {', '.join(nulls)}.")
+        raise InvalidInput(
+            f"These fields cannot be null: {', '.join(nulls)}.",
+            {field: ["may not be null"] for field in nulls},
+        )
     with transaction.atomic():
         # Locked: a stock correction must not interleave with a reservation's decrement.
         product = _product_or_404(sku, lock=True)

@@ -15,16 +15,15 @@ from typing import Annotated, Any
 
 from ninja import Schema
 from pydantic import (
-    AfterValidator,
     BeforeValidator,
     Field,
     PlainSerializer,
     WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
 from catalog.products.models import CURRENCY_PATTERN, PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS, SKU_PATTERN
+from meshkit.api import PartialUpdate
 
 MAX_QTY = 1000
 MAX_ITEMS = 100
@@ -46,13 +45,6 @@ def _price_from_string(value: Any) -> Decimal:
         raise ValueError("price is not a decimal number") from None
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 PriceIn = Annotated[
     Decimal,
     BeforeValidator(_price_from_string),
@@ -65,8 +57,9 @@ PriceOut = Annotated[
 ]
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, examples=["MUG-001"])]
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, examples=["EUR"])]
-Text = Annotated[str, AfterValidator(_no_nul)]
 Qty = Annotated[int, Field(ge=1, le=MAX_QTY, strict=True)]
+# A JSON true/false only: "yes", 1 or "false" must not quietly become a bool.
+StrictBool = Annotated[bool, Field(strict=True)]
 
 
 class Detail(Schema):
@@ -90,7 +83,7 @@ class CategoryOut(Schema):
 
 class CategoryIn(Schema):
     slug: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", examples=["kitchen"])]
-    name: Annotated[Text, Field(min_length=1, max_length=120)]
+    name: Annotated[str, Field(min_length=1, max_length=120)]
 
 
 class ProductOut(Schema):
@@ -112,34 +105,25 @@ class ProductOut(Schema):
 
 class ProductIn(Schema):
     sku: Sku
-    name: Annotated[Text, Field(min_length=1, max_length=200)]
-    description: Annotated[Text, Field(max_length=5000)] = ""
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=5000)] = ""
     category: Annotated[str, Field(max_length=64)] | None = None
     price: PriceIn
     currency: Currency = "EUR"
     stock: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] = 0
-    active: bool = True
+    active: StrictBool = True
 
 
-class ProductPatch(Schema):
+class ProductPatch(PartialUpdate):
     """Only the fields sent change; ``category: null`` removes the category."""
 
-    name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
-    description: Annotated[Text, Field(max_length=5000)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    description: Annotated[str, Field(max_length=5000)] | None = None
     category: Annotated[str, Field(max_length=64)] | None = None
     price: PriceIn | None = None
     currency: Currency | None = None
     stock: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] | None = None
-    active: bool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _object_only(cls, data: Any) -> Any:
-        # Every field is optional, so a JSON array or string would otherwise pass as "no change".
-        # ninja hands validators its DjangoGetter wrapper; the parsed body is inside.
-        if not isinstance(getattr(data, "_obj", data), dict):
-            raise ValueError("the body must be a JSON object")
-        return data
+    active: StrictBool | None = None
 
 
 class ProductPage(Schema):

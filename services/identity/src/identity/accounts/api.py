@@ -11,7 +11,7 @@ from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
-from identity.accounts.models import User
+from identity.accounts.models import User, normalize_email
 
 router = Router(tags=["accounts"])
 
@@ -36,15 +36,15 @@ class Detail(Schema):
     detail: str
 
 
-def _problems(payload: SignupIn) -> dict[str, list[str]]:
+def _problems(payload: SignupIn, email: str) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
     try:
-        validate_email(payload.email)
+        validate_email(email)
     except DjangoValidationError as exc:
         problems["email"] = list(exc.messages)
     try:
         # Judge the password against the would-be user, so "alice@example.com"/"alice123" fails.
-        validate_password(payload.password, User(email=payload.email, name=payload.name))
+        validate_password(payload.password, User(email=email, name=payload.name))
     except DjangoValidationError as exc:
         problems["password"] = list(exc.messages)
     return problems
@@ -56,10 +56,12 @@ def _problems(payload: SignupIn) -> dict[str, list[str]]:
     summary="Create an account",
 )
 def signup(request: HttpRequest, payload: SignupIn) -> Status[object]:
-    problems = _problems(payload)
+    """The address is stored in one spelling (NFKC, case-folded): another spelling of an existing
+    address, such as one written with the Kelvin sign, is 409."""
+    email = normalize_email(payload.email)
+    problems = _problems(payload, email)
     if problems:
         return Status(400, {"detail": "Invalid request.", "errors": problems})
-    email = payload.email.strip()
     try:
         with transaction.atomic():
             user = User.objects.create_user(email, payload.password, name=payload.name)

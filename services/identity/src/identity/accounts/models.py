@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -10,13 +11,22 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 
+def normalize_email(email: str) -> str:
+    """The one spelling of an address: what signup stores and what login and the limiter look up.
+
+    NFKC folds compatibility look-alikes (the Kelvin sign U+212A becomes K) and ``casefold()``
+    ignores case beyond ASCII, so two spellings of one address can never be two accounts.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email.strip()).casefold())
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     def create_user(self, email: str, password: str | None = None, **fields: Any) -> User:
         if not email:
             raise ValueError("An email address is required.")
-        user = self.model(email=self.normalize_email(email).lower(), **fields)
+        user = self.model(email=normalize_email(email), **fields)
         user.set_password(password)
         user.save(using=self._db)
         return user
@@ -50,3 +60,8 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every path that writes an address (signup, the admin, seed commands) stores one spelling.
+        self.email = normalize_email(self.email)
+        super().save(*args, **kwargs)

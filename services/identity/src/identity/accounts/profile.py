@@ -9,6 +9,7 @@ from pydantic import Field
 
 from identity.accounts.models import User
 from meshauth.django.ninja import MeshAuth
+from meshkit.api import PartialUpdate
 
 router = Router(tags=["profile"], auth=MeshAuth(kind="user", scopes=("profile",)))
 
@@ -22,7 +23,7 @@ class ProfileOut(Schema):
     is_staff: bool
 
 
-class ProfilePatch(Schema):
+class ProfilePatch(PartialUpdate):
     name: str | None = Field(default=None, max_length=150)
     bio: str | None = Field(default=None, max_length=2000)
     cv_details: str | None = Field(default=None, max_length=10000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.hashers import check_password, make_password
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -58,21 +57,6 @@ class ServiceTokenOut(Schema):
     expires_in: int
 
 
-def client_address(request: HttpRequest) -> str:
-    """The caller's address, trusting exactly the proxies we run (the sidecar, an ingress).
-
-    Each trusted hop appends the address it saw to X-Forwarded-For; anything left of those entries
-    was written by the client and proves nothing.
-    """
-    hops = settings.IDENTITY_TRUSTED_PROXY_HOPS
-    forwarded = [
-        part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()
-    ]
-    if hops and len(forwarded) >= hops:
-        return forwarded[-hops]
-    return str(request.META.get("REMOTE_ADDR", "unknown"))
-
-
 def _too_many(wait: int) -> HttpResponse:
     response = JsonResponse({"detail": "Too many failed logins; try again later."}, status=429)
     response["Retry-After"] = str(wait)
@@ -85,18 +69,16 @@ def _too_many(wait: int) -> HttpResponse:
     summary="Log in with email and password",
 )
 def token(request: HttpRequest, payload: TokenIn) -> Status[object] | HttpResponse:
-    address = client_address(request)
-    wait = ratelimit.retry_after(payload.email, address)
+    # authenticate() goes through the failed-login limiter (identity.accounts.backends), and hashes
+    # the password even for an unknown email, so both answers take as long.
+    user = authenticate(request, email=payload.email, password=payload.password)
+    wait = getattr(request, "login_retry_after", None)
     if wait is not None:
         LOGINS.labels("throttled").inc()
         return _too_many(wait)
-    # authenticate() hashes the password even for an unknown email, so both answers take as long.
-    user = authenticate(request, email=payload.email.strip().lower(), password=payload.password)
     if user is None:
-        ratelimit.record_failure(payload.email, address)
         LOGINS.labels("failure").inc()
         return Status(401, {"detail": "Invalid email or password."})
-    ratelimit.clear_account(payload.email)
     LOGINS.labels("success").inc()
     issued = issuing.issue(user)
     return Status(200, TokensOut(**issued.__dict__))
@@ -120,14 +102,20 @@ def logout(request: HttpRequest, payload: RefreshIn) -> Status[object]:
 
 @router.post(
     "auth/service-token",
-    response={200: ServiceTokenOut, 401: Detail, 403: Detail},
+    response={200: ServiceTokenOut, 401: Detail, 403: Detail, 429: Detail},
     summary="Client-credentials grant for service-to-service calls",
 )
-def service_token(request: HttpRequest, payload: ServiceTokenIn) -> Status[object]:
+def service_token(request: HttpRequest, payload: ServiceTokenIn) -> Status[object] | HttpResponse:
+    try:
+        # The address's budget only: a per-client lockout would let anyone cut a service off.
+        attempt = ratelimit.attempt(None, request)
+    except ratelimit.Throttled as exc:
+        return _too_many(exc.wait)
     client = ServiceClient.objects.filter(client_id=payload.client_id, active=True).first()
     secret_ok = check_password(payload.client_secret, client.secret_hash if client else _DUMMY_SECRET_HASH)
     if client is None or not secret_ok:
         return Status(401, {"detail": "Invalid client credentials."})
+    attempt.succeeded()
     if payload.audience not in client.audiences:
         return Status(403, {"detail": f"Client {client.client_id} may not call {payload.audience}."})
     access, ttl = issuing.service_token(client, payload.audience)

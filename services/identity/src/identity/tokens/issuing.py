@@ -55,10 +55,13 @@ def _claims(sub: str, audience: str | list[str], scope: list[str], ttl: int, **e
     }
 
 
-def access_token(user: User) -> str:
+def access_token(user: User, session: uuid.UUID) -> str:
+    """A user's access token. ``sid`` names its session (the refresh family), so introspection
+    can answer "inactive" once the session is logged out or revoked."""
     ttl = settings.IDENTITY_ACCESS_TOKEN_TTL
     audience = settings.IDENTITY_USER_AUDIENCE
-    return keys.sign(_claims(str(user.pk), audience, user_scopes(user), ttl, token_use=USER_TOKEN))
+    claims = _claims(str(user.pk), audience, user_scopes(user), ttl, token_use=USER_TOKEN, sid=str(session))
+    return keys.sign(claims)
 
 
 def service_token(client: ServiceClient, audience: str) -> tuple[str, int]:
@@ -73,11 +76,11 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _new_refresh(user: User, family: uuid.UUID | None = None) -> str:
+def _new_refresh(user: User, family: uuid.UUID) -> str:
     token = secrets.token_urlsafe(32)
     RefreshToken.objects.create(
         user=user,
-        family=family or uuid.uuid4(),
+        family=family,
         token_hash=_hash(token),
         expires_at=timezone.now() + datetime.timedelta(seconds=settings.IDENTITY_REFRESH_TOKEN_TTL),
     )
@@ -85,10 +88,20 @@ def _new_refresh(user: User, family: uuid.UUID | None = None) -> str:
 
 
 def issue(user: User) -> IssuedTokens:
-    """A fresh login: an access token and the first refresh token of a new family."""
+    """A fresh login: an access token and the first refresh token of a new family (the session)."""
+    session = uuid.uuid4()
     with transaction.atomic():
-        refresh = _new_refresh(user)
-    return IssuedTokens(access_token(user), refresh, settings.IDENTITY_ACCESS_TOKEN_TTL)
+        refresh = _new_refresh(user, session)
+    return IssuedTokens(access_token(user, session), refresh, settings.IDENTITY_ACCESS_TOKEN_TTL)
+
+
+def session_active(session: object) -> bool:
+    """True while the session ``sid`` names has a refresh token that was never revoked."""
+    try:
+        family = uuid.UUID(str(session))
+    except ValueError:
+        return False
+    return RefreshToken.objects.filter(family=family, revoked_at__isnull=True).exists()
 
 
 def revoke_family(family: uuid.UUID) -> None:
@@ -124,7 +137,7 @@ def refresh(token: str) -> IssuedTokens:
             new_refresh = _new_refresh(row.user, row.family)
     if problem or row is None:
         raise RefreshRejected(problem)
-    return IssuedTokens(access_token(row.user), new_refresh, settings.IDENTITY_ACCESS_TOKEN_TTL)
+    return IssuedTokens(access_token(row.user, row.family), new_refresh, settings.IDENTITY_ACCESS_TOKEN_TTL)
 
 
 def logout(token: str) -> bool:

@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, models, transaction
 from django.utils import timezone
 from prometheus_client import Counter
 
@@ -44,7 +44,15 @@ COMPENSATIONS = Counter(
     "Reservations given back after a failure, by result (released, failed).",
     ("result",),
 )
-for _reason in ("insufficient_stock", "unknown_sku", "catalog_unavailable", "catalog_error", "storage"):
+_REASONS = (
+    "insufficient_stock",
+    "unknown_sku",
+    "catalog_unavailable",
+    "catalog_error",
+    "storage",
+    "too_large",
+)
+for _reason in _REASONS:
     ORDER_FAILURES.labels(_reason)
 for _result in ("released", "failed"):
     COMPENSATIONS.labels(_result)
@@ -160,6 +168,16 @@ def _place(order: Order, items: Sequence[Item], client: CatalogClient) -> Order:
         _compensate(order, client)
         ORDER_FAILURES.labels("catalog_error").inc()
         raise OrderFailed(502, f"catalog's reservation was unusable ({exc}); no order was placed.") from None
+    largest = largest_value(Order._meta.get_field("total"))
+    if total > largest:
+        # A fact about this request, not a passing failure: no retry can store it, so no 503.
+        _compensate(order, client)
+        ORDER_FAILURES.labels("too_large").inc()
+        raise OrderFailed(
+            422,
+            f"The order's total {total:,.2f} {currency} is more than an order can hold "
+            f"({largest:,.2f}); no order was placed. Split it into smaller orders.",
+        )
     try:
         with transaction.atomic():
             OrderLine.objects.bulk_create(
@@ -167,12 +185,28 @@ def _place(order: Order, items: Sequence[Item], client: CatalogClient) -> Order:
             )
             order.total, order.currency, order.status = total, currency, Order.Status.RESERVED
             order.save(update_fields=["total", "currency", "status", "updated_at"])
+    except DataError:
+        # A value the columns cannot hold: the same request would fail again, so it is not a 503.
+        logger.exception("order %s does not fit its columns; releasing its reservation", order.id)
+        _compensate(order, client)
+        ORDER_FAILURES.labels("too_large").inc()
+        raise OrderFailed(422, "The order does not fit the storage limits; no order was placed.") from None
     except DatabaseError:
         logger.exception("storing order %s failed; releasing its reservation", order.id)
         _compensate(order, client)
         ORDER_FAILURES.labels("storage").inc()
         raise OrderFailed(503, "The order could not be stored; no order was placed.", retry_after=5) from None
     return _commit(order, client)
+
+
+def largest_value(column: object) -> Decimal:
+    """The largest amount a ``DecimalField`` stores: 9,999,999,999.99 for 12 digits, 2 places."""
+    if not isinstance(column, models.DecimalField):
+        raise TypeError(f"{column!r} is not a DecimalField")
+    digits, places = column.max_digits, column.decimal_places
+    if digits is None or places is None:
+        raise TypeError(f"{column!r} has no max_digits or decimal_places")
+    return Decimal(10) ** (digits - places) - Decimal(1).scaleb(-places)
 
 
 def _rejection(exc: CatalogRejected) -> OrderFailed:

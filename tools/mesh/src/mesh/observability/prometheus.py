@@ -1,7 +1,8 @@
 """A real Prometheus on loopback, scraping a running fleet the way the charts' ServiceMonitor does.
 
 Every service is one job (``job="<service>"``) with two endpoints: the app's ``/metrics`` and the
-sidecar's ``/metrics/sidecar``, both reached through the service's public port, scraped every second.
+sidecar's ``/metrics/sidecar``, each on its internal metrics port (never the public one), scraped
+every second.
 The rule files are the charts' own ``files/rules.yaml``, loaded unchanged.
 """
 
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -38,11 +40,10 @@ def scrape_config(fleet: Fleet, rule_files: list[Path]) -> dict[str, Any]:
     """Prometheus configuration scraping every service of ``fleet`` (app and sidecar endpoints)."""
     jobs: list[dict[str, Any]] = []
     for service in fleet.services:
-        address = fleet.url(service.name).removeprefix("http://")
-        endpoints = [("app", "/metrics")]
-        if fleet.mode == "sidecar":
-            endpoints.append(("sidecar", "/metrics/sidecar"))
-        for endpoint, path in endpoints:
+        endpoints = ["app", "sidecar"] if fleet.mode == "sidecar" else ["app"]
+        for endpoint in endpoints:
+            url = urlsplit(fleet.metrics_url(service.name, endpoint))
+            address, path = url.netloc, url.path
             jobs.append(
                 {
                     "job_name": f"{service.name}-{endpoint}",

@@ -1,0 +1,94 @@
+"""`mesh bench --json`: every mode and ratio is measured and written (figures are not judged here:
+timing belongs to `make bench` on a quiet machine, never to a test on a shared one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mesh.cpu import cpu_ticks, process_table, spent, tree
+from mesh.registry import find_root
+from mesh.testing import tool_missing
+
+MODES = ("baseline", "inprocess", "sidecar", "introspect", "inprocess_real", "sidecar_real")
+RATIOS = ("inprocess_over_baseline", "sidecar_over_inprocess", "sidecar_over_inprocess_real")
+
+
+def test_cpu_of_a_process_tree_counts_its_children() -> None:
+    """A gunicorn master does little; its workers do the work: the tree's CPU must include them."""
+    burn = (
+        "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    )
+    script = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {burn!r}])"
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        before = cpu_ticks({"tree": [parent.pid]})["tree"]
+        used, deadline = 0.0, time.monotonic() + 30
+        while used < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            used = spent(before, cpu_ticks({"tree": [parent.pid]})["tree"])
+        assert len(tree(parent.pid, process_table())) == 2, "the child is part of the tree"
+        assert used >= 0.25, f"the child's CPU was not counted: {used:.2f} s"
+    finally:
+        # The parent leads nothing else: kill the child (its only child) first, then the parent.
+        for pid in tree(parent.pid, process_table()) - {parent.pid}:
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
+def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        tool_missing("wrk is not installed")
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "mesh", "bench", "--seconds", "1", "--rounds", "1", "--json", str(out)],
+        cwd=find_root(),
+        env={**os.environ, "DATABASE_ADMIN_URL": admin_url},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["modes"]) == set(MODES)
+    for name, mode in report["modes"].items():
+        for key in ("rps", "p50_ms", "p99_ms"):
+            assert mode[key] > 0, (name, key, mode[key])
+        cpu = mode["cpu_us_per_request"]
+        assert cpu["app"] > 0, (name, cpu)
+        assert cpu["total"] >= cpu["app"]
+        assert len(mode["rounds"]) == 1
+    for mode in ("sidecar", "sidecar_real"):
+        assert report["modes"][mode]["cpu_us_per_request"]["sidecar"] > 0
+    assert report["modes"]["introspect"]["cpu_us_per_request"]["identity"] > 0
+    for ratio in RATIOS:
+        assert report["ratios"][ratio] > 0, ratio
+        spread = report["spread"][ratio]
+        assert spread["min"] <= report["ratios"][ratio] <= spread["max"]
+        assert report["ratios"][f"{ratio}_by_cpu"] > 0, ratio
+    assert "sidecar_cpu_us_per_request" in report["targets"]
+    assert "CPU us/request" in run.stdout
+
+
+@pytest.mark.parametrize("argv", [["--rounds", "0"], ["--seconds", "0"]])
+def test_bench_refuses_nonsense_without_starting_anything(argv: list[str]) -> None:
+    if shutil.which("wrk") is None:
+        tool_missing("wrk is not installed")
+    run = subprocess.run(
+        [sys.executable, "-m", "mesh", "bench", *argv],
+        cwd=find_root(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "at least 1" in run.stderr
