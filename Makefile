@@ -24,10 +24,24 @@ up: sync ## run the whole mesh locally: PostgreSQL, every service under gunicorn
 test: sync lint ## run every test suite, each in its own pytest process, against real PostgreSQL
 	@$(UV) run --no-sync mesh test
 
-lint: sync ## ruff (lint + format check) and mypy (strict on libs/)
+# The Django plugin imports a service's settings: placeholders satisfy them (nothing connects), one
+# read-only URL per `reads` entry of mesh.toml. Expanded when the recipe runs, after `sync`.
+LINT_SETTINGS_ENV = MESH_LOCAL_DEV=1 DATABASE_URL=postgres://lint@127.0.0.1:9/lint $(shell $(UV) run --no-sync \
+	python -c 'from mesh.registry import load_registry; from meshkit.contract import variable; \
+	url = variable("<OWNER>_READ_DATABASE_URL"); \
+	print(" ".join(f"{url.named(o)}=postgres://lint@127.0.0.1:9/lint" for s in load_registry() for o in s.reads))')
+
+lint: sync ## ruff, mypy strict (libs, tools, each service with the Django plugin), deptry, generated files
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync ruff format --check .
 	@$(UV) run --no-sync mypy
+	@for service in services/*/; do \
+		(cd $$service && $(LINT_SETTINGS_ENV) $(UV) run --no-sync mypy) || exit 1; done
+	@for package in libs/*/ services/*/ tools/*/; do \
+		(cd $$package && $(UV) run --no-sync deptry src) || exit 1; done
+	@$(UV) run --no-sync python -m mesh.observability check
+	@$(UV) run --no-sync python -m meshkit.contract --check
+	@$(UV) run --no-sync pre-commit validate-config .pre-commit-config.yaml
 
 format: sync ## apply ruff's fixes and formatting
 	@$(UV) run --no-sync ruff check --fix .

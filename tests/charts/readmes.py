@@ -36,7 +36,7 @@ def ensure_node_tools() -> Path:
     NODE_PREFIX.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(NODE_TOOLS / name, NODE_PREFIX / name)
-    result = subprocess.run(  # noqa: S603 - npm with fixed arguments
+    result = subprocess.run(  # npm with fixed arguments
         [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", str(NODE_PREFIX)],
         capture_output=True,
         text=True,
@@ -52,7 +52,7 @@ def ensure_node_tools() -> Path:
 def generate(values: Path, readme: Path) -> subprocess.CompletedProcess[str]:
     """Run the generator on ``readme`` (rewritten in place) with ``values``."""
     node = shutil.which("node") or "node"
-    return subprocess.run(  # noqa: S603 - node with the pinned script
+    return subprocess.run(  # node with the pinned script
         [node, str(ensure_node_tools()), "--values", str(values), "--readme", str(readme)],
         capture_output=True,
         text=True,

@@ -46,7 +46,7 @@ def test_check_deploy_is_clean_with_the_production_chart(
     env.setdefault("SECRET_KEY", secret_value("SECRET_KEY"))
     env.setdefault("DATABASE_URL", secret_value("DATABASE_URL"))
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "django", "check", "--deploy", "--fail-level", "WARNING"],
         env={**base, **env, "DJANGO_SETTINGS_MODULE": f"{chart}.settings"},
         cwd=REPO / "services" / chart,

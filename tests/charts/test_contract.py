@@ -1,7 +1,9 @@
-"""The rendered pods match what the code actually serves and reads (docs/runtime-contract.md).
+"""The rendered pods follow the runtime contract (meshkit.contract, docs/runtime-contract.md).
 
-Nothing here repeats a list of names: env var names, paths, ports and commands are read from the
-Python sources under libs/ and services/. If the sources hold nothing to compare with, the tests fail.
+Which variables each container may and must be given, the probe and scrape paths and the ports come
+from meshkit.contract. The contract itself is held true to the code here: a scan of the Python sources
+under libs/ and services/ fails on a variable the code reads that the contract does not declare, and on
+a literal default in the code that differs from the declared one (until the loaders read the contract).
 """
 
 from __future__ import annotations
@@ -17,27 +19,27 @@ from urllib.parse import urlsplit
 import pytest
 from chartlib import REPO, Rendered, Renderer, app_chart_names
 
-# Names that no code of ours reads because a library we depend on does; each is checked to be in
-# that library's installed source, so a wrong name here still fails.
-THIRD_PARTY_READERS = {"PROMETHEUS_MULTIPROC_DIR": "prometheus_client"}
+from mesh.registry import load_registry
+from meshkit import contract
+from meshkit.contract import Reader
+
+REGISTRY = load_registry(REPO)
 
 
 @dataclass
 class SourceFacts:
     env_reads: dict[str, set[str]] = field(default_factory=dict)  # name -> files
-    env_defaults: dict[str, set[str]] = field(default_factory=dict)  # name -> literal defaults
-    served_paths: set[str] = field(default_factory=set)
+    env_defaults: dict[str, set[str]] = field(default_factory=dict)  # name -> literal defaults (_normal)
     files: int = 0
 
 
-def _call_name(node: ast.Call) -> str:
-    func = node.func
-    if isinstance(func, ast.Name):
-        return func.id
-    if isinstance(func, ast.Attribute):
-        inner = func.value
-        prefix = inner.attr if isinstance(inner, ast.Attribute) else getattr(inner, "id", "")
-        return f"{prefix}.{func.attr}"
+def _dotted(node: ast.AST) -> str:
+    """``os.environ.get`` for the expression ``os.environ.get``; empty for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else ""
     return ""
 
 
@@ -47,79 +49,71 @@ def _str(node: ast.AST | None) -> str | None:
     return None
 
 
+def _literal(node: ast.AST | None) -> str | None:
+    """A literal default as it would be written in the environment: ``30.0`` -> ``30``, False -> ``false``."""
+    if not isinstance(node, ast.Constant) or node.value is None:
+        return None
+    return _normal(node.value)
+
+
+def _normal(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    text = str(value)
+    try:
+        return _normal(float(text))
+    except ValueError:
+        return text.casefold()
+
+
 def _is_env_name(value: str | None) -> bool:
     return bool(value) and value.replace("_", "").isalnum() and value.upper() == value and value[0].isalpha()
 
 
-def _is_server(tree: ast.Module, path: Path) -> bool:
-    """A module that answers HTTP: a URLconf, a middleware, or the sidecar's server."""
-    if path.name == "urls.py" or "sidecar" in path.parts or path.stem == "sidecar":
-        return True
-    return any(isinstance(node, ast.ClassDef) and "Middleware" in node.name for node in ast.walk(tree))
-
-
-def _normalise_path(value: str) -> str:
-    return "/" + value.strip("^$").strip("/")
-
-
 @cache
 def source_facts(roots: tuple[Path, ...]) -> SourceFacts:
+    """The environment variables the sources under ``roots`` read, and their literal string defaults."""
     facts = SourceFacts()
+
+    def read(name: str | None, path: Path, default: str | None = None) -> None:
+        if _is_env_name(name):
+            facts.env_reads.setdefault(name, set()).add(str(path.relative_to(REPO)))
+            if default is not None:
+                facts.env_defaults.setdefault(name, set()).add(default)
+
     for root in roots:
         for path in sorted(root.rglob("*.py")):
             if {"tests", "migrations"} & set(path.parts):
                 continue
             facts.files += 1
-            tree = ast.parse(path.read_text(), str(path))
-            server = _is_server(tree, path)
-            for node in ast.walk(tree):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Call):
-                    name = _call_name(node)
-                    first = _str(node.args[0]) if node.args else None
-                    reads_env = (
-                        name in {"os.getenv", "environ.get", "os.environ.get", "getenv"}
-                        or "env" in name.rsplit(".", 1)[-1].lower()
-                    )
-                    if reads_env and _is_env_name(first):
-                        facts.env_reads.setdefault(first, set()).add(str(path.relative_to(REPO)))
-                        default = _str(node.args[1]) if len(node.args) > 1 else None
+                    name = _dotted(node.func)
+                    # os.environ and our loaders (get_env, setting_or_env, env, env_number); a WSGI
+                    # `environ` dict in an access logger is not the process environment.
+                    if name in {"os.getenv", "os.environ.get"} or "env" in name.rsplit(".", 1)[-1].lower():
+                        first = _str(node.args[0]) if node.args else None
+                        default = _literal(node.args[1]) if len(node.args) > 1 else None
                         for kw in node.keywords:
                             if kw.arg == "default":
-                                default = _str(kw.value)
-                        if default is not None:
-                            facts.env_defaults.setdefault(first, set()).add(default)
+                                default = _literal(kw.value)
+                        read(first, path, default)
                     # database_config(url_variable="…") and friends name a variable to read
                     for kw in node.keywords:
-                        if kw.arg and kw.arg.endswith("variable") and _is_env_name(_str(kw.value)):
-                            facts.env_reads.setdefault(_str(kw.value), set()).add(str(path.relative_to(REPO)))
-                elif isinstance(node, ast.Subscript) and _call_name_of_subscript(node) == "os.environ":
-                    key = _str(node.slice)
-                    if _is_env_name(key):
-                        facts.env_reads.setdefault(key, set()).add(str(path.relative_to(REPO)))
+                        if kw.arg and kw.arg.endswith("variable"):
+                            read(_str(kw.value), path)
+                elif isinstance(node, ast.Subscript) and _dotted(node.value) == "os.environ":
+                    read(_str(node.slice), path)
                 elif isinstance(node, ast.arguments):
                     # def f(url_variable: str = "DATABASE_URL"): the default names a variable
                     args = node.args[len(node.args) - len(node.defaults) :] + node.kwonlyargs
                     defaults = list(node.defaults) + list(node.kw_defaults)
                     for arg, default in zip(args, defaults, strict=False):
-                        value = _str(default)
-                        if arg.arg.endswith("variable") and _is_env_name(value):
-                            facts.env_reads.setdefault(value, set()).add(str(path.relative_to(REPO)))
-                elif server and isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    value = node.value
-                    if (
-                        value
-                        and " " not in value
-                        and (value.startswith("/") or value.endswith("/") or value.startswith("^"))
-                    ):
-                        facts.served_paths.add(_normalise_path(value))
+                        if arg.arg.endswith("variable"):
+                            read(_str(default), path)
     return facts
-
-
-def _call_name_of_subscript(node: ast.Subscript) -> str:
-    value = node.value
-    if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name):
-        return f"{value.value.id}.{value.attr}"
-    return ""
 
 
 def lib_src(name: str) -> Path:
@@ -129,6 +123,15 @@ def lib_src(name: str) -> Path:
 def app_roots(chart: str) -> tuple[Path, ...]:
     """Where the app container's code lives: the shared libs and the service itself."""
     return (lib_src("meshkit"), lib_src("meshauth"), REPO / "services" / chart / "src")
+
+
+def declared(chart: str, *readers: Reader) -> dict[str, contract.Variable]:
+    """What the contract says ``readers`` of ``chart``'s service read, families spelled out."""
+    service = REGISTRY.services[chart]
+    found: dict[str, contract.Variable] = {}
+    for reader in readers:
+        found |= contract.names(reader, chart, calls=service.calls, reads=service.reads)
+    return found
 
 
 def container(rendered: Rendered, kind: str, name: str) -> dict[str, Any]:
@@ -148,64 +151,98 @@ def env_of(rendered: Rendered, c: dict[str, Any]) -> dict[str, Any]:
     return env
 
 
-def unread(names: set[str], facts: SourceFacts) -> list[str]:
-    missing = []
-    for name in sorted(names):
-        if name in facts.env_reads:
-            continue
-        module = THIRD_PARTY_READERS.get(name)
-        if module and name in _package_source(module):
-            continue
-        missing.append(name)
-    return missing
-
-
-@cache
-def _package_source(module: str) -> str:
-    spec = __import__(module)
-    root = Path(spec.__file__).parent
-    return "\n".join(p.read_text(errors="ignore") for p in root.rglob("*.py"))
-
-
-def test_source_scan_finds_the_contract() -> None:
-    """The scan itself works: it sees meshkit's reads, or every other test here would be vacuous."""
+def test_source_scan_finds_the_reads() -> None:
+    """The scan itself works: it sees meshkit's reads, or the tests on the contract would be vacuous."""
     facts = source_facts((lib_src("meshkit"),))
     assert facts.files > 0, "no Python sources under libs/meshkit/src"
-    assert {"DATABASE_URL", "SECRET_KEY", "GUNICORN_BIND"} <= set(facts.env_reads)
-    assert "/livez" in facts.served_paths
+    assert {"DATABASE_URL", "SECRET_KEY", "GUNICORN_BIND", "PROMETHEUS_MULTIPROC_DIR"} <= set(facts.env_reads)
+    assert facts.env_defaults["GUNICORN_BIND"] == {"0.0.0.0:8000"}
+    assert facts.env_defaults["GUNICORN_TIMEOUT"] == {"30"}
+    assert "PATH_INFO" not in facts.env_reads, "a WSGI environ key is not an environment variable"
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_every_variable_the_code_reads_is_in_the_contract(chart: str) -> None:
+    facts = source_facts(app_roots(chart))
+    known = declared(chart, *Reader)
+    missing = {name: sorted(files) for name, files in facts.env_reads.items() if name not in known}
+    assert not missing, f"read by the code but not declared in meshkit.contract: {missing}"
+
+
+def test_every_declared_variable_is_read_by_some_code() -> None:
+    roots = tuple(sorted((REPO / "libs").glob("*/src")) + sorted((REPO / "services").glob("*/src")))
+    read = set(source_facts(roots).env_reads)
+    members = {v.named(s) for v in contract.VARIABLES if v.family for s in REGISTRY.services}
+    for variable in contract.VARIABLES:
+        names = {variable.named(s) for s in REGISTRY.services} if variable.family else {variable.name}
+        assert names & read, f"meshkit.contract declares {variable.name}, which no code reads"
+    assert members, "the fleet's variable families expand to nothing"
+
+
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_the_codes_literal_defaults_are_the_contracts(chart: str) -> None:
+    """Where the contract states a default, a string default in the code says the same."""
+    facts = source_facts(app_roots(chart))
+    known = declared(chart, *Reader)
+    differ = {
+        name: (sorted(defaults), known[name].default)
+        for name, defaults in facts.env_defaults.items()
+        if name in known and known[name].default is not None and defaults != {_normal(known[name].default)}
+    }
+    assert not differ, f"code default vs meshkit.contract: {differ}"
 
 
 @pytest.mark.parametrize("mode", ["sidecar", "inprocess"])
 @pytest.mark.parametrize("chart", app_chart_names())
-def test_app_env_names_are_read_by_the_code(renderer: Renderer, chart: str, mode: str) -> None:
+def test_each_container_gets_only_what_it_reads(renderer: Renderer, chart: str, mode: str) -> None:
     rendered = renderer.render(chart, {"auth": {"mode": mode}})
-    facts = source_facts(app_roots(chart))
-    assert facts.env_reads, f"found no environment reads in {app_roots(chart)}"
-    for kind, name in [("Deployment", "app"), ("Job", "migrate")]:
-        names = set(env_of(rendered, container(rendered, kind, name)))
-        assert not unread(names, facts), f"{kind}/{name} sets variables no code reads"
+    app = set(env_of(rendered, container(rendered, "Deployment", "app")))
+    assert not app - set(declared(chart, Reader.APP)), "the app gets variables it does not read"
+    # The migration Job runs the app image on the app's ConfigMap: what the app reads is allowed there.
+    job = set(env_of(rendered, container(rendered, "Job", "migrate")))
+    assert not job - set(declared(chart, Reader.APP, Reader.MIGRATE)), "the Job gets variables nobody reads"
+    if mode == "sidecar":
+        sidecar = set(env_of(rendered, container(rendered, "Deployment", "meshauth")))
+        assert not sidecar - set(declared(chart, Reader.SIDECAR)), (
+            "the sidecar gets variables it does not read"
+        )
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "inprocess"])
+@pytest.mark.parametrize("chart", app_chart_names())
+def test_each_container_gets_every_variable_it_requires(renderer: Renderer, chart: str, mode: str) -> None:
+    rendered = renderer.render(chart, {"auth": {"mode": mode}})
+    pods = [("Deployment", "app", Reader.APP), ("Job", "migrate", Reader.MIGRATE)]
+    pods += [("Deployment", "meshauth", Reader.SIDECAR)] if mode == "sidecar" else []
+    for kind, name, reader in pods:
+        required = {n for n, v in declared(chart, reader).items() if v.required}
+        assert required, f"the contract requires nothing of {reader}: the check would be vacuous"
+        missing = required - set(env_of(rendered, container(rendered, kind, name)))
+        assert not missing, f"{kind}/{name} lacks required {sorted(missing)}"
 
 
 @pytest.mark.parametrize("chart", app_chart_names())
-def test_sidecar_env_names_are_read_by_meshauth(renderer: Renderer, chart: str) -> None:
-    rendered = renderer.render(chart, {"auth": {"mode": "sidecar"}})
-    facts = source_facts((lib_src("meshauth"),))  # the sidecar image has no meshkit
-    names = set(env_of(rendered, container(rendered, "Deployment", "meshauth")))
-    assert not unread(names, facts), "the sidecar gets variables meshauth does not read"
-
-
-@pytest.mark.parametrize("chart", app_chart_names())
-def test_probe_and_scrape_paths_are_served(renderer: Renderer, chart: str) -> None:
+def test_probe_and_scrape_paths_are_the_contracts(renderer: Renderer, chart: str) -> None:
     rendered = renderer.render(
         chart, {"monitoring": {"serviceMonitor": {"enabled": True}}, "auth": {"mode": "sidecar"}}
     )
-    facts = source_facts(app_roots(chart))
-    assert facts.served_paths, "found no served paths (urls.py, middleware, sidecar) in the sources"
     app = container(rendered, "Deployment", "app")
-    paths = {app[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
-    paths |= {e["path"] for e in rendered.one("ServiceMonitor")["spec"]["endpoints"]}
-    assert {"/livez", "/readyz"} <= paths
-    assert not {_normalise_path(p) for p in paths} - facts.served_paths
+    probes = {app[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert probes == set(contract.PROBES)
+    scraped = {e["path"] for e in rendered.one("ServiceMonitor")["spec"]["endpoints"]}
+    assert scraped == {contract.METRICS, contract.SIDECAR_METRICS}
+
+
+def test_the_code_uses_the_contracts_paths_and_request_id_rule() -> None:
+    """The paths are answered where the contract says (libs/meshkit's tests request each one); the
+    sidecar image has no meshkit, so its copies of the facts are compared here."""
+    from meshauth.sidecar import proxy
+    from meshauth.sidecar.proxy import METRICS_PATH
+    from meshkit import probes
+
+    assert (*contract.PROBES, contract.METRICS) == (probes.LIVEZ, probes.READYZ, probes.METRICS)
+    assert METRICS_PATH == contract.SIDECAR_METRICS
+    assert proxy._SAFE_REQUEST_ID.pattern == contract.REQUEST_ID_PATTERN
 
 
 def _port(address: str) -> int:
@@ -234,12 +271,13 @@ def test_ports_line_up_in_sidecar_mode(renderer: Renderer, chart: str) -> None:
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert app[probe]["httpGet"]["port"] == listen, f"{probe} must go through the sidecar"
     assert rendered.one("Service")["spec"]["ports"][0]["targetPort"] == "http"
-    # The code's own defaults agree with what the chart sets.
-    facts = source_facts((lib_src("meshauth"),))
-    for name in ("MESHAUTH_SIDECAR_LISTEN", "MESHAUTH_SIDECAR_UPSTREAM", "MESHAUTH_SIDECAR_METRICS_LISTEN"):
-        defaults = facts.env_defaults.get(name)
-        assert defaults, f"meshauth has no literal default for {name}"
-        assert {_port(d) for d in defaults} == {_port(sidecar_env[name])}
+    # The contract's ports, which are its defaults too (the code's own defaults are held to those above).
+    assert listen == contract.APP_PORT == _port(str(contract.variable("MESHAUTH_SIDECAR_LISTEN").default))
+    upstream = contract.variable("MESHAUTH_SIDECAR_UPSTREAM").default
+    assert _port(app_env["GUNICORN_BIND"]) == contract.UPSTREAM_PORT == _port(str(upstream))
+    sidecar_metrics = contract.variable("MESHAUTH_SIDECAR_METRICS_LISTEN").default
+    assert metrics_listen == contract.SIDECAR_METRICS_PORT == _port(str(sidecar_metrics))
+    assert _port(app_env["METRICS_BIND"]) == contract.METRICS_PORT
     assert app_env["MESHAUTH_PRINCIPAL_SECRET_FILE"] == sidecar_env["MESHAUTH_PRINCIPAL_SECRET_FILE"]
 
 
@@ -250,9 +288,10 @@ def test_ports_line_up_in_process(renderer: Renderer, chart: str) -> None:
     assert "initContainers" not in spec
     app = container(rendered, "Deployment", "app")
     env = env_of(rendered, app)
-    bind_defaults = source_facts((lib_src("meshkit"),)).env_defaults.get("GUNICORN_BIND")
-    assert bind_defaults == {env["GUNICORN_BIND"]}, "in-process gunicorn binds where meshkit's default says"
+    bind = contract.variable("GUNICORN_BIND").default
+    assert env["GUNICORN_BIND"] == bind, "in-process gunicorn binds where the contract's default says"
     port = _port(env["GUNICORN_BIND"])
+    assert port == contract.APP_PORT
     assert [p["containerPort"] for p in app["ports"] if p["name"] == "http"] == [port]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert app[probe]["httpGet"]["port"] == port

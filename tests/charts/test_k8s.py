@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ import yaml
 from chartlib import CHARTS, REPO, app_chart_names, pod_specs, run, tool_missing
 from test_render import hardening_violations, restricted_violations, validate_objects
 from test_tools import run_checkov
+
+from mesh.registry import Service
 
 K8S = REPO / "k8s"
 
@@ -45,6 +48,20 @@ def test_generated_files_match_mesh_toml() -> None:
         assert path.read_text() == text, (
             f"{path.relative_to(REPO)} is stale: run python k8s/db-bootstrap/render.py"
         )
+
+
+def test_generator_refuses_an_invalid_mesh_toml_and_writes_nothing(tmp_path: Path) -> None:
+    """The generator reads mesh.toml through mesh.registry's checks, not a parse of its own."""
+    script = tmp_path / "k8s" / "db-bootstrap" / "render.py"
+    script.parent.mkdir(parents=True)
+    shutil.copy(K8S / "db-bootstrap" / "render.py", script)
+    (tmp_path / "mesh.toml").write_text(
+        '[services.a]\nport = 8001\nschema = "a"\n\n[services.b]\nport = 8001\nschema = "b"\n'
+    )
+    result = run([sys.executable, str(script)])
+    assert result.returncode == 2
+    assert result.stderr.strip() == "k8s/db-bootstrap/render.py: mesh.toml: two services share a port."
+    assert sorted(p.name for p in script.parent.iterdir()) == ["render.py"]
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -116,11 +133,11 @@ def test_mesh_toml_matches_the_charts() -> None:
 # --- the bootstrap SQL on a real PostgreSQL --------------------------------------------------
 
 # A fleet with a read grant, whatever mesh.toml holds today.
-FLEET = {
-    "identity": {"port": 8001, "schema": "identity", "reads": [], "calls": []},
-    "catalog": {"port": 8002, "schema": "catalog", "reads": [], "calls": []},
-    "orders": {"port": 8003, "schema": "orders", "reads": ["catalog"], "calls": ["catalog"]},
-}
+FLEET = [
+    Service("identity", 8001, "identity"),
+    Service("catalog", 8002, "catalog"),
+    Service("orders", 8003, "orders", reads=("catalog",), calls=("catalog",)),
+]
 
 
 @pytest.fixture(scope="module")

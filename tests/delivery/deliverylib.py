@@ -43,7 +43,7 @@ def tool_missing(what: str) -> None:
 
 
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # noqa: S603
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
 
 
 def venv_tool(name: str) -> str | None:

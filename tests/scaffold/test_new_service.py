@@ -182,13 +182,26 @@ def test_the_new_services_tests_pass_with_only_its_own_package_installed(
     assert "error" not in summary, summary
 
 
-def test_ruff_is_clean_and_makemigrations_has_nothing_to_add(generated: Generated) -> None:
+def test_ruff_deptry_and_mypy_are_clean_and_makemigrations_has_nothing_to_add(generated: Generated) -> None:
     ruff = str(generated.root / ".venv" / "bin" / "ruff")
     # The new service only: the rest of the copy is others' work in progress, linted by `make lint`.
     service = f"services/{NAME}"
     for argv in ([ruff, "check", service], [ruff, "format", "--check", service]):
         result = run(argv, generated.root, 120)
         assert result.returncode == 0, result.stdout + result.stderr
+    # Its pyproject declares what its code imports, as `make lint` requires of every package.
+    deptry = run([str(generated.root / ".venv" / "bin" / "deptry"), "src"], generated.root / service, 120)
+    assert deptry.returncode == 0, deptry.stdout + deptry.stderr
+    # And mypy strict with the Django plugin passes on it, as on the other services.
+    mypy = run(
+        [str(generated.root / ".venv" / "bin" / "mypy")],
+        generated.root / service,
+        300,
+        MESH_LOCAL_DEV="1",
+        DATABASE_URL="postgres://nobody@127.0.0.1:9/none",
+        **{f"{owner.upper()}_READ_DATABASE_URL": "postgres://nobody@127.0.0.1:9/none" for owner in READS},
+    )
+    assert mypy.returncode == 0, mypy.stdout + mypy.stderr
     # The shipped migration is exactly what Django would write for the shipped model.
     result = run(
         [generated.python, "manage.py", "makemigrations", "--check", "--dry-run"],

@@ -88,7 +88,7 @@ def main() -> None:
                     "MESHAUTH_SIDECAR_UPSTREAM": f"http://127.0.0.1:{app_port}",
                     "LOG_LEVEL": "WARNING",
                 }
-                procs.append(subprocess.Popen([sys.executable, "-m", "meshauth.sidecar"], env=env))  # noqa: S603
+                procs.append(subprocess.Popen([sys.executable, "-m", "meshauth.sidecar"], env=env))
                 url = f"http://127.0.0.1:{public}/account"
             wait_until(lambda u=url: _up(u), timeout=30)
             asyncio.run(_drive(url, token, 1.0, 16))  # warm-up

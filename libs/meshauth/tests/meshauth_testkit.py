@@ -304,7 +304,7 @@ class _EchoHandler(_Handler):
         upstream.received.append(record)
         self.send_json(200, record)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _echo  # noqa: N815
+    do_GET = do_POST = do_PUT = do_DELETE = _echo
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -29,7 +29,7 @@ class Signer:
         body = json.dumps({"keys": [keys.public_jwk(self.key, self.kid)]}).encode()
 
         class JwksHandler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 self.send_response(200 if self.path == "/.well-known/jwks.json" else 404)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

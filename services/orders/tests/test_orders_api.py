@@ -53,7 +53,7 @@ class Relay:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 relay.seen.append(self.path)
                 fault = next((f for s, f in relay.faults.items() if self.path.endswith(s)), None)

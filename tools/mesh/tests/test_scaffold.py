@@ -39,7 +39,7 @@ RUFF = Path(sys.executable).parent / "ruff"
 def copy_worktree(source: Path, target: Path) -> None:
     """The working tree as git sees it (tracked and untracked, not ignored): others' work included."""
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=source,
         capture_output=True,
         check=True,
@@ -75,7 +75,7 @@ def repo(pristine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     shutil.copytree(pristine, root, symlinks=True)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
     for argv in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "copy"]):
-        subprocess.run([*git, *argv], cwd=root, check=True, capture_output=True)  # noqa: S603
+        subprocess.run([*git, *argv], cwd=root, check=True, capture_output=True)
     monkeypatch.setenv("MESH_ROOT", str(root))
     return root
 
@@ -96,7 +96,7 @@ def state(root: Path) -> dict[str, str]:
 
 def git_status(root: Path) -> str:
     return subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=all"],  # noqa: S607
+        ["git", "status", "--porcelain", "--untracked-files=all"],
         cwd=root,
         capture_output=True,
         text=True,
@@ -342,8 +342,8 @@ def test_once_the_index_was_reached_it_locks_with_no_network(
 ) -> None:
     empty_cache(tmp_path, monkeypatch)
     assert new_service("payments") == 0
-    subprocess.run(["git", "reset", "-q", "--hard"], cwd=repo, check=True)  # noqa: S607
-    subprocess.run(["git", "clean", "-qfd"], cwd=repo, check=True)  # noqa: S607
+    subprocess.run(["git", "reset", "-q", "--hard"], cwd=repo, check=True)
+    subprocess.run(["git", "clean", "-qfd"], cwd=repo, check=True)
     cut_off_the_network(monkeypatch)
     assert new_service("invoices") == 0  # the offline attempt, from what the first lock cached
     assert "invoices" in locked_versions(repo)
@@ -449,7 +449,7 @@ def linted(pristine: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
 def test_generated_code_is_ruff_clean(linted: Path, spec: ServiceSpec, command: list[str]) -> None:
     target = linted / "services" / spec.name
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [str(RUFF), *command, "--no-cache", str(target)],
         cwd=linted,
         capture_output=True,

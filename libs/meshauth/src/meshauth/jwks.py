@@ -287,7 +287,7 @@ class JWKSCache:
             return self._document
         try:
             self._document = self._loader()
-        except Exception as exc:  # noqa: BLE001 - a failing loader is a failed fetch, like HTTP's
+        except Exception as exc:  # a failing loader is a failed fetch, like HTTP's
             raise ValueError(f"JWKS loader failed: {exc}") from exc
         return self._document
 

@@ -9,11 +9,13 @@ from contextvars import ContextVar
 
 from django.http import HttpRequest, HttpResponse
 
+from meshkit.contract import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
+
 __all__ = ["HEADER", "RequestIdMiddleware", "current_request_id", "new_request_id"]
 
-HEADER = "X-Request-ID"
-# A client may send anything; only short, log-safe ids are propagated (no newlines, no JSON breakers).
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+HEADER = REQUEST_ID_HEADER
+# A client may send anything; only short, log-safe ids are propagated (the contract's rule).
+_SAFE_ID = re.compile(REQUEST_ID_PATTERN)
 _current: ContextVar[str | None] = ContextVar("meshkit_request_id", default=None)
 
 

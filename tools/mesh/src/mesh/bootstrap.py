@@ -135,13 +135,13 @@ def bootstrap_statements(
         for role in (service.role, *([service.reader_role] if service.reads else [])):
             statements.extend(_role_statements(role, (passwords or {}).get(role), psql))
             statements.append(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, sql.Identifier(role)))
-        schema, role = sql.Identifier(service.schema), sql.Identifier(service.role)
+        schema, owner_role = sql.Identifier(service.schema), sql.Identifier(service.role)
         statements += [
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(schema, role),
-            sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role),
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(schema, owner_role),
+            sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, owner_role),
             sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema),
             # Per database: one server may hold several meshes (tests, a second `mesh up`).
-            sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(role, db, schema),
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(owner_role, db, schema),
         ]
     by_name = {service.name: service for service in services}
     for service in services:

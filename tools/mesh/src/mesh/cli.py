@@ -74,7 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 _say(f"pgbouncer exited; last lines of {pooler.log_path}:\n{pooler.tail()}")
                 stop.set()
             stop.wait(1.0)
-    except Exception as exc:  # noqa: BLE001 - report and clean up whatever failed
+    except Exception as exc:  # report and clean up whatever failed
         _say(f"failed: {exc}")
         return_code = 1
     else:

@@ -33,7 +33,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     if server:
         try:
             limits = budget.limits_from_server(server, limits)
-        except Exception as exc:  # noqa: BLE001 - any failure to ask the server falls back
+        except Exception as exc:  # any failure to ask the server falls back
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _say(f"db budget: server not reachable ({first}); using {limits.source}")
     given: dict[str, list[Path]] = {}

@@ -50,7 +50,7 @@ def _bin_dir() -> Path:
 
 
 @functools.cache
-def _run_as() -> dict[str, object]:
+def _run_as() -> dict[str, str]:
     """PostgreSQL refuses to run as root: use an unprivileged system user, as the package does."""
     if os.geteuid() != 0:
         return {}
@@ -99,7 +99,7 @@ class EmbeddedPostgres:
             capture_output=True,
             text=True,
             timeout=timeout,
-            **_run_as(),  # type: ignore[arg-type]
+            user=_run_as().get("user"),
         )
         if result.returncode != 0:
             raise RuntimeError(f"{command} failed ({result.returncode}): {result.stderr.strip()}")

@@ -38,7 +38,7 @@ def _warm_up() -> None:
         jwks = get_verifier().jwks
         if jwks.age() is None:
             jwks.refresh()
-    except Exception:  # noqa: BLE001 - a failed warm-up only means the first request fetches
+    except Exception:  # a failed warm-up only means the first request fetches
         log.warning("JWKS warm-up failed", exc_info=True)
 
 

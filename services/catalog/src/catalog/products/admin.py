@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
 
 from catalog.products.models import Category, Product, Reservation, ReservationLine
 
@@ -26,7 +28,7 @@ class ReservationLineInline(admin.TabularInline):
     fields = ("sku", "qty", "unit_price", "currency")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001 - Django's signature
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -40,11 +42,11 @@ class ReservationAdmin(admin.ModelAdmin):
     readonly_fields = ("reservation_id", "client_id", "status", "created_at", "updated_at")
     inlines = [ReservationLineInline]
 
-    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

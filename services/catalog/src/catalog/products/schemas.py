@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
+from collections import Counter
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -144,8 +145,8 @@ class ReservationIn(Schema):
     @field_validator("items")
     @classmethod
     def _distinct_skus(cls, items: list[ItemIn]) -> list[ItemIn]:
-        seen: set[str] = set()
-        duplicates = sorted({item.sku for item in items if item.sku in seen or seen.add(item.sku)})
+        counts = Counter(item.sku for item in items)
+        duplicates = sorted(sku for sku, count in counts.items() if count > 1)
         if duplicates:
             raise ValueError(f"each sku may appear once; repeated: {', '.join(duplicates)}")
         return items

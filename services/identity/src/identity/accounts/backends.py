@@ -43,4 +43,4 @@ class RateLimitedModelBackend(ModelBackend):
         user = super().authenticate(request, username=email, password=password)
         if user is not None:
             attempt.succeeded()
-        return user  # type: ignore[return-value]
+        return user

@@ -80,7 +80,7 @@ def token(request: HttpRequest, payload: TokenIn) -> Status[object] | HttpRespon
         LOGINS.labels("failure").inc()
         return Status(401, {"detail": "Invalid email or password."})
     LOGINS.labels("success").inc()
-    issued = issuing.issue(user)  # type: ignore[arg-type]
+    issued = issuing.issue(user)
     return Status(200, TokensOut(**issued.__dict__))
 
 

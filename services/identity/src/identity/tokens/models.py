@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 
-class SigningKeyQuerySet(models.QuerySet):
+class SigningKeyQuerySet(models.QuerySet["SigningKey"]):
     def published(self) -> SigningKeyQuerySet:
         """Keys whose tokens may still be live: active ones, and retired ones inside the overlap."""
         now = timezone.now()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections import Counter
 from decimal import Decimal
 from typing import Annotated, Any
 
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Header, Query, Router, Schema, Status
 from ninja.errors import HttpError
@@ -58,8 +60,8 @@ class OrderIn(Schema):
     @field_validator("items")
     @classmethod
     def _distinct_skus(cls, items: list[ItemIn]) -> list[ItemIn]:
-        seen: set[str] = set()
-        duplicates = sorted({item.sku for item in items if item.sku in seen or seen.add(item.sku)})
+        counts = Counter(item.sku for item in items)
+        duplicates = sorted(sku for sku, count in counts.items() if count > 1)
         if duplicates:
             raise ValueError(f"each sku may appear once; repeated: {', '.join(duplicates)}")
         return items
@@ -119,7 +121,7 @@ def _render(orders: list[Order]) -> list[dict[str, Any]]:
     ]
 
 
-def _visible(request: HttpRequest):  # noqa: ANN202 - a QuerySet[Order]
+def _visible(request: HttpRequest) -> QuerySet[Order]:
     # Only confirmed orders exist for the customer; claims and half-done attempts are internal.
     return Order.objects.filter(user_id=subject_of(request), status=Order.Status.CONFIRMED).prefetch_related(
         "lines"

@@ -199,9 +199,13 @@ def _place(order: Order, items: Sequence[Item], client: CatalogClient) -> Order:
     return _commit(order, client)
 
 
-def largest_value(column: models.Field) -> Decimal:
+def largest_value(column: object) -> Decimal:
     """The largest amount a ``DecimalField`` stores: 9,999,999,999.99 for 12 digits, 2 places."""
+    if not isinstance(column, models.DecimalField):
+        raise TypeError(f"{column!r} is not a DecimalField")
     digits, places = column.max_digits, column.decimal_places
+    if digits is None or places is None:
+        raise TypeError(f"{column!r} has no max_digits or decimal_places")
     return Decimal(10) ** (digits - places) - Decimal(1).scaleb(-places)
 
 

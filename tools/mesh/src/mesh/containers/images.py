@@ -127,15 +127,15 @@ def _mirror() -> tuple[str, list[str]]:
             for line in text.splitlines():
                 parts = line.split()
                 if len(parts) >= 4 and parts[0] == "deb" and parts[2].startswith("bookworm"):
-                    uri = next(p for p in parts[1:] if not p.startswith("["))
-                    suites = parts[parts.index(uri) + 1]
-                    components = " ".join(parts[parts.index(uri) + 2 :])
+                    address = next(p for p in parts[1:] if not p.startswith("["))
+                    suites = parts[parts.index(address) + 1]
+                    components = " ".join(parts[parts.index(address) + 2 :])
                     stanzas.append(
-                        f"Types: deb\nURIs: {uri}\nSuites: {suites}\nComponents: {components}\n"
+                        f"Types: deb\nURIs: {address}\nSuites: {suites}\nComponents: {components}\n"
                         "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
                     )
-                    if not mirror and "security" not in uri:
-                        mirror = uri
+                    if not mirror and "security" not in address:
+                        mirror = address
     if not stanzas:
         stanzas = [
             f"Types: deb\nURIs: {DEFAULT_MIRROR}\nSuites: bookworm bookworm-updates\nComponents: main\n"

@@ -347,8 +347,13 @@ class PodsRun:
         self.create_secrets()
         self.bootstrap_job()
         rendered = {service.name: self.render(renderer, service) for service in self.services}
+
         # Releases are independent of each other: each one's hook, then its seed, side by side.
-        self._each(lambda s: (self.migration_job(s, rendered[s.name]), self.seed(s, rendered[s.name])))
+        def migrate_and_seed(service: Service) -> None:
+            self.migration_job(service, rendered[service.name])
+            self.seed(service, rendered[service.name])
+
+        self._each(migrate_and_seed)
         # identity first: the others' sidecars and apps fetch its keys at start.
         first, *rest = self.services
         self.deployment(first, rendered[first.name])

@@ -58,7 +58,7 @@ def _substitute(expr: str, service: str, seconds: float) -> str:
 
 def draw_dashboard(
     dashboard: dict[str, Any],
-    series_of: Callable[[str], list[tuple[str, list[float], list[float]]]],
+    series_of: Callable[[str, str], list[tuple[str, list[float], list[float]]]],
     out: Path,
 ) -> Path:
     """Draw ``dashboard``'s panels at their grid positions; ``series_of(expr, legend)`` gives the data."""

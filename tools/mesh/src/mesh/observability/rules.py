@@ -265,7 +265,7 @@ def generate_service_rules(service_name: str, slo: SLO = DEFAULT_SLO) -> dict[st
             "description": f"Every {service} target has been down for 5 minutes.",
         },
     }
-    groups = {
+    groups: dict[str, list[dict[str, Any]]] = {
         "groups": [
             {"name": f"{service}.slo.recording", "rules": _sli_rules(service, slo)},
             {

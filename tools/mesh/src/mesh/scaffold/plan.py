@@ -37,6 +37,9 @@ from mesh.registry import REGISTRY_FILE, Registry, load_registry
 from mesh.scaffold.names import UsageError
 from mesh.scaffold.transaction import Change
 from mesh.tooling import find_uv
+from meshkit.contract import variable
+
+READ_DATABASE_URL = variable("<OWNER>_READ_DATABASE_URL")
 
 __all__ = ["TEMPLATES", "PlanError", "ServiceSpec", "plan", "render", "render_tree"]
 
@@ -86,7 +89,8 @@ def _read_database(owner: str) -> str:
     The variable name stays a literal: the chart tests check that every variable a pod gets is read
     somewhere in the code.
     """
-    arguments = f'schema="{owner}", url_variable="{owner.upper()}_READ_DATABASE_URL"'
+    url_variable = READ_DATABASE_URL.named(owner)
+    arguments = f'schema="{owner}", url_variable="{url_variable}"'
     entry = f'    "{owner}": database_config({arguments}),'
     if len(entry) <= LINE_LENGTH:
         return entry
@@ -96,7 +100,7 @@ def _read_database(owner: str) -> str:
         [
             f'    "{owner}": database_config(',
             f'        schema="{owner}",',
-            f'        url_variable="{owner.upper()}_READ_DATABASE_URL",',
+            f'        url_variable="{url_variable}",',
             "    ),",
         ]
     )
