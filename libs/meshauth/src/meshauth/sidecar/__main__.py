@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 
 import uvloop
@@ -29,9 +30,15 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     await sidecar.start()
     runner = web.ServerRunner(create_server(sidecar), shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
+    site: web.BaseSite
+    if config.listen_fd is not None:
+        # A socket its supervisor keeps open across restarts: connections queue instead of being
+        # refused while no sidecar runs, and a replacement takes over with none lost.
+        site = web.SockSite(runner, socket.socket(fileno=config.listen_fd))
+    else:
+        site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
     await site.start()
-    log.info("listening on %s:%s, upstream %s", config.listen_host, config.listen_port, config.upstream)
+    log.info("listening on %s, upstream %s", site.name, config.upstream)
     await stop.wait()
     log.info("stopping: no new connections, draining in-flight requests")
     # cleanup() closes the listening socket first, then waits (up to shutdown_timeout) for the

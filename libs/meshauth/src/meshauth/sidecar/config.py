@@ -44,6 +44,9 @@ def _list(raw: str) -> tuple[str, ...]:
 
 
 def _host_port(name: str, raw: str) -> tuple[str, int]:
+    if raw.startswith("fd://"):
+        # A listening socket inherited from a supervisor (as gunicorn's ``fd://``); port is unused.
+        return raw, 0
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(f"{name}={raw!r} must be host:port.")
@@ -76,12 +79,21 @@ class SidecarConfig:
     upstream_connections: int = 100
     shutdown_timeout: float = 15.0
 
+    @property
+    def listen_fd(self) -> int | None:
+        """The inherited socket's descriptor when ``MESHAUTH_SIDECAR_LISTEN`` is ``fd://N``."""
+        if not self.listen_host.startswith("fd://"):
+            return None
+        return int(self.listen_host.removeprefix("fd://"))
+
     @classmethod
     def from_env(cls) -> SidecarConfig:
         """Read and validate the environment; raises :class:`ConfigError`."""
         listen_host, listen_port = _host_port(
             "MESHAUTH_SIDECAR_LISTEN", env("MESHAUTH_SIDECAR_LISTEN", "0.0.0.0:8000")
         )
+        if listen_host.startswith("fd://") and not listen_host.removeprefix("fd://").isdigit():
+            raise ConfigError(f"MESHAUTH_SIDECAR_LISTEN={listen_host!r} must be host:port or fd://N.")
         upstream = env("MESHAUTH_SIDECAR_UPSTREAM", "http://127.0.0.1:8080").rstrip("/")
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
