@@ -25,6 +25,9 @@ import httpx
 import psutil
 import pytest
 
+# identity alone, one worker: the cheapest mesh that has every kind of process.
+UP = [sys.executable, "-m", "mesh", "up", "--only", "identity", "--workers", "1"]
+
 
 @dataclass
 class MeshUp:
@@ -75,7 +78,7 @@ def start_mesh(state: Path, offset: int | None = None) -> MeshUp:
     offset = offset or _offset()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_ADMIN_URL"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mesh", "up", "--only", "identity", "--workers", "1", "--port-offset", str(offset)],
+        [*UP, "--port-offset", str(offset)],
         cwd=Path(__file__).resolve().parents[2],
         env={**env, "MESH_STATE_DIR": str(state)},
         stdout=subprocess.PIPE,
@@ -153,7 +156,7 @@ def test_a_dead_process_is_restarted_and_a_second_mesh_refused(mesh: MeshUp, sta
 
     # The same run directory (same offset) is locked; another offset whose ports overlap is refused.
     again = subprocess.run(
-        [sys.executable, "-m", "mesh", "up", "--only", "identity", "--port-offset", str(mesh.offset)],
+        [*UP, "--port-offset", str(mesh.offset)],
         env={**os.environ, "MESH_STATE_DIR": str(state)},
         capture_output=True,
         text=True,
@@ -171,7 +174,7 @@ def test_a_port_in_use_is_refused_with_one_line(state: Path) -> None:
         taken.bind(("127.0.0.1", 8001 + offset))
         taken.listen()
         result = subprocess.run(
-            [sys.executable, "-m", "mesh", "up", "--only", "identity", "--workers", "1", "--port-offset", str(offset)],
+            [*UP, "--port-offset", str(offset)],
             env={**os.environ, "MESH_STATE_DIR": str(state)},
             capture_output=True,
             text=True,
