@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -190,6 +191,39 @@ def test_body_and_header_caps(start_sidecar: Any, upstream: Upstream) -> None:
     # A streamed body starts flowing before its size is known, but the app never gets it whole.
     assert upstream.received == []
     assert httpx.post(f"{sidecar.url}/api/v1/orders", content=b"x" * 1000).status_code == 200
+
+
+def test_an_inherited_socket_queues_connections_until_the_next_sidecar(start_sidecar: Any) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        first = start_sidecar(sock=listener)
+        assert httpx.get(f"{first.url}/livez").status_code == 200
+        first.stop()
+        # No sidecar runs, but the socket its supervisor holds stays open: a client waits instead of
+        # being refused, and the next sidecar on the same socket answers it.
+        answers: list[httpx.Response] = []
+        waiting = threading.Thread(target=lambda: answers.append(httpx.get(f"{first.url}/livez", timeout=60)))
+        waiting.start()
+        time.sleep(0.5)
+        assert waiting.is_alive()
+        start_sidecar(sock=listener)
+        waiting.join(60)
+        assert [answer.status_code for answer in answers] == [200]
+
+
+@pytest.mark.parametrize("listen", ["fd://", "fd://three", "localhost"])
+def test_a_bad_listen_address_is_refused_at_start(listen: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshauth.sidecar.config import ConfigError, SidecarConfig
+
+    monkeypatch.setenv("MESHAUTH_SIDECAR_LISTEN", listen)
+    for name, value in {
+        "MESHAUTH_ISSUER": "http://identity.test",
+        "MESHAUTH_AUDIENCE": "orders",
+        "MESHAUTH_JWKS_URL": "http://identity.test/jwks",
+        "MESHAUTH_PRINCIPAL_SECRET": PRINCIPAL_SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="MESHAUTH_SIDECAR_LISTEN"):
+        SidecarConfig.from_env()
 
 
 def test_upstream_down_is_a_retryable_503_json(start_sidecar: Any) -> None:

@@ -2,6 +2,7 @@
 
 mesh up [--mode sidecar|inprocess] [--only NAME ...]
 mesh restart SERVICE
+mesh chaos [--clients N] [--window S] [--freeze S]
 mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
 mesh new-service NAME [--port N] [--reads SERVICE ...]
 """
@@ -278,6 +279,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(load_registry(find_root()), seconds=args.seconds, rounds=args.rounds)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from mesh.chaos import ChaosConfig, format_report, run_chaos
+
+    config = ChaosConfig(clients=args.clients, window=args.window, freeze=args.freeze)
+    report = run_chaos(load_registry(find_root()), config, say=_say)
+    _write("\n" + format_report(report) + "\n")
+    return 0 if report.ok else 1
+
+
 def cmd_new_service(args: argparse.Namespace) -> int:
     from mesh.scaffold import ConcurrentEdit, PlanError, UsageError, new_service
 
@@ -338,6 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
     bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser(
+        "chaos", help="a mesh of its own under load while faults are injected; prints what clients saw"
+    )
+    chaos.add_argument("--clients", type=int, default=16, help="concurrent clients placing orders")
+    chaos.add_argument("--window", type=float, default=20.0, help="seconds of load after each fault")
+    chaos.add_argument("--freeze", type=float, default=30.0, help="seconds identity stays frozen")
+    chaos.set_defaults(func=cmd_chaos)
 
     new = sub.add_parser(
         "new-service",
