@@ -42,12 +42,13 @@ from mesh.fleet import Fleet
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry
 from mesh.supervisor import Supervisor
+from mesh.watchdog import guard_postgres
 
 __all__ = ["ChaosConfig", "ChaosReport", "format_report", "run_chaos"]
 
 PASSWORD = "chaos monkey battery staple"  # noqa: S105 - throwaway users of a throwaway database
 # Seeded products whose stock the run sets high, so orders are refused for faults, not for stock.
-SKUS = ("MUG-001", "TEE-001", "BOOK-001")
+SKUS = ("MUG-001", "PEN-101", "BAG-204")
 START_STOCK = 1_000_000
 
 
@@ -58,7 +59,7 @@ class ChaosConfig:
     window: float = 20.0  # seconds of load after each fault once the mesh serves again
     freeze: float = 30.0  # seconds identity stays frozen
     reservation_ttl: float = 20.0  # catalog's lease: the bound on stock held by a dead attempt
-    catalog_timeout: float = 2.0  # orders' read timeout towards catalog
+    catalog_timeout: float = 5.0  # orders' read timeout towards catalog (CATALOG_TIMEOUT)
     give_up_after: float = 180.0  # a client's deadline for one order, retries included
     workers: int = 2
 
@@ -212,12 +213,17 @@ def _private_postgres() -> Iterator[EmbeddedPostgres]:
     # Outside pytest's tmp tree, whose mode other sessions reset (PostgreSQL runs as its own user).
     home = Path(tempfile.mkdtemp(prefix="mesh-chaos-"))
     server = EmbeddedPostgres(home)
+    watchdog = None
     try:
         server.start()
+        watchdog = guard_postgres(home, home / "watchdog.log")
         yield server
     finally:
         with contextlib.suppress(Exception):
             server.stop()
+        if watchdog is not None and watchdog.stdin is not None:
+            watchdog.stdin.close()
+            watchdog.wait(30)
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -28,6 +28,7 @@ from mesh.fleet import Fleet, PortInUse
 from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, run_dir
 from mesh.registry import find_root, load_registry
 from mesh.supervisor import GaveUp, Supervisor
+from mesh.watchdog import guard_postgres
 
 __all__ = ["main"]
 
@@ -73,18 +74,6 @@ def _lock_run_dir(directory: Path) -> tuple[int | None, str]:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd, ""
-
-
-def _start_watchdog(root: Path, run: Path) -> subprocess.Popen[bytes]:
-    """A process that stops PostgreSQL once this one is gone, however it ends (see mesh.watchdog)."""
-    with open(run / "watchdog.log", "ab") as log:
-        return subprocess.Popen(  # noqa: S603 - our own module, no shell
-            [sys.executable, "-m", "mesh.watchdog", str(embedded_postgres(root).home)],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the terminal's signals are for us, not for it
-        )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -137,7 +126,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("starting PostgreSQL (embedded, data in .mesh/postgres)")
         fleet.admin_url, started_db = admin_url(registry.root)
         if started_db and not args.keep_db:
-            watchdog = _start_watchdog(registry.root, run)
+            watchdog = guard_postgres(embedded_postgres(registry.root).home, run / "watchdog.log")
         fleet.up(progress=_say, seed=True)
         supervisor = Supervisor(fleet, say=_say)
         control = ControlServer(run / "control.sock")

@@ -9,11 +9,27 @@ exits, crashes or is killed with SIGKILL, and then the server is stopped.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from mesh.postgres import EmbeddedPostgres
+
+__all__ = ["guard_postgres"]
+
+
+def guard_postgres(home: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start the watchdog of the server in ``home``; close its stdin once that server is stopped."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as output:
+        return subprocess.Popen(  # noqa: S603 - this module, no shell
+            [sys.executable, "-m", "mesh.watchdog", str(home)],
+            stdin=subprocess.PIPE,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the terminal's signals are for its parent, not for it
+        )
 
 
 def main(argv: Sequence[str]) -> int:
