@@ -210,6 +210,38 @@ def test_an_inherited_socket_queues_connections_until_the_next_sidecar(start_sid
         assert [answer.status_code for answer in answers] == [200]
 
 
+def test_a_sidecar_replaced_on_its_socket_fails_no_request_of_a_keep_alive_client(start_sidecar: Any) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        old = start_sidecar(sock=listener)
+        statuses: list[int] = []
+        errors: list[str] = []
+        done = threading.Event()
+
+        def client() -> None:
+            # One pooled keep-alive client, as services and load balancers are.
+            with httpx.Client(timeout=10) as http:
+                while not done.is_set():
+                    try:
+                        statuses.append(http.get(f"{old.url}/livez").status_code)
+                    except httpx.HTTPError as exc:
+                        errors.append(repr(exc))
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        try:
+            time.sleep(1)
+            start_sidecar(sock=listener)  # the replacement, on the same socket
+            old.process.send_signal(signal.SIGTERM)
+            assert old.process.wait(20) == 0
+            time.sleep(1)
+        finally:
+            done.set()
+            thread.join(20)
+        assert errors == []
+        assert len(statuses) > 20
+        assert set(statuses) == {200}
+
+
 @pytest.mark.parametrize("listen", ["fd://", "fd://three", "localhost"])
 def test_a_bad_listen_address_is_refused_at_start(listen: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from meshauth.sidecar.config import ConfigError, SidecarConfig

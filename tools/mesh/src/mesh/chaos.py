@@ -68,7 +68,11 @@ class ChaosConfig:
 class Attempt:
     started: float
     seconds: float
-    outcome: str  # "201", "4xx", "5xx", "conn"
+    outcome: str  # "201", "4xx", "5xx", "conn" (refused, reset, closed), "timeout" (the client's, 15 s)
+    status: int = 0
+
+
+FAILURES = ("5xx", "conn", "timeout")
 
 
 @dataclass
@@ -89,7 +93,7 @@ class Row:
     @property
     def recovery(self) -> float:
         """Seconds from the fault to the end of the last failed attempt (0: nobody noticed)."""
-        failed = [a.started + a.seconds for a in self.attempts if a.outcome in ("5xx", "conn")]
+        failed = [a.started + a.seconds for a in self.attempts if a.outcome in FAILURES]
         return max(failed) - self.at if failed else 0.0
 
 
@@ -118,9 +122,9 @@ class _Load:
     unfinished: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, started: float, outcome: str) -> None:
+    def record(self, started: float, outcome: str, status: int = 0) -> None:
         with self.lock:
-            self.attempts.append(Attempt(started, time.monotonic() - started, outcome))
+            self.attempts.append(Attempt(started, time.monotonic() - started, outcome, status))
 
     def client(self, token: str) -> None:
         with httpx.Client(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
@@ -137,12 +141,16 @@ class _Load:
             started = time.monotonic()
             try:
                 response = http.post(f"{self.fleet.url('orders')}/api/v1/orders", json=body, headers=headers)
+            except httpx.TimeoutException:
+                self.record(started, "timeout")
+                continue
             except httpx.TransportError:
+                # Refused, reset, closed without an answer: what a careless restart causes.
                 self.record(started, "conn")
                 time.sleep(0.5)
                 continue
             status = response.status_code
-            self.record(started, "201" if status == 201 else f"{status // 100}xx")
+            self.record(started, "201" if status == 201 else f"{status // 100}xx", status)
             if status == 201:
                 with self.lock:
                     self.created[key].add(response.json()["id"])
@@ -466,7 +474,18 @@ def _alive(pid: int, deadline: float) -> bool:
 
 
 def format_report(report: ChaosReport) -> str:
-    header = ("fault", "attempts", "201", "4xx", "5xx", "conn err", "p50 ms", "p99 ms", "recovery s")
+    header = (
+        "fault",
+        "attempts",
+        "201",
+        "4xx",
+        "5xx",
+        "conn err",
+        "timeouts",
+        "p50 ms",
+        "p99 ms",
+        "recovery s",
+    )
     rows = [header]
     for row in report.rows:
         rows.append(
@@ -477,6 +496,7 @@ def format_report(report: ChaosReport) -> str:
                 str(row.count("4xx")),
                 str(row.count("5xx")),
                 str(row.count("conn")),
+                str(row.count("timeout")),
                 f"{row.percentile(0.5):.0f}",
                 f"{row.percentile(0.99):.0f}",
                 f"{row.recovery:.1f}",

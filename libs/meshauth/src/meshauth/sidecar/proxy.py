@@ -126,6 +126,9 @@ class Sidecar:
         self.metrics.auth.jwks_age.set_function(lambda: jwks.age() or 0.0)
         self.upstream = URL(config.upstream)
         self.shutting_down = False
+        # Set on SIGTERM once the listening socket is closed: every answer then says
+        # ``Connection: close``, so clients open their next connection to the replacement.
+        self.draining = False
         self._session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -191,6 +194,8 @@ class Sidecar:
         try:
             response = await self._serve(request, path)
             status = response.status
+            if self.draining and not response.prepared:
+                response.force_close()
             return response
         finally:
             self.metrics.active_requests.dec()
@@ -345,6 +350,8 @@ class Sidecar:
                 status, reason = upstream.status, upstream.reason
                 return web.Response(status=status, reason=reason, headers=headers, body=head)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if self.draining:
+            response.force_close()
         try:
             await response.prepare(request)
             if head:
