@@ -70,6 +70,7 @@ class Attempt:
     seconds: float
     outcome: str  # "201", "4xx", "5xx", "conn" (refused, reset, closed), "timeout" (the client's, 15 s)
     status: int = 0
+    detail: str = ""  # a 5xx's status and body, to tell its cause
 
 
 FAILURES = ("5xx", "conn", "timeout")
@@ -122,9 +123,9 @@ class _Load:
     unfinished: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, started: float, outcome: str, status: int = 0) -> None:
+    def record(self, started: float, outcome: str, status: int = 0, detail: str = "") -> None:
         with self.lock:
-            self.attempts.append(Attempt(started, time.monotonic() - started, outcome, status))
+            self.attempts.append(Attempt(started, time.monotonic() - started, outcome, status, detail))
 
     def client(self, token: str) -> None:
         with httpx.Client(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
@@ -150,7 +151,8 @@ class _Load:
                 time.sleep(0.5)
                 continue
             status = response.status_code
-            self.record(started, "201" if status == 201 else f"{status // 100}xx", status)
+            detail = "" if status < 500 else f"{status} {response.text[:120]}"
+            self.record(started, "201" if status == 201 else f"{status // 100}xx", status, detail)
             if status == 201:
                 with self.lock:
                     self.created[key].add(response.json()["id"])
@@ -513,6 +515,11 @@ def format_report(report: ChaosReport) -> str:
         )
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    for row in report.rows:
+        causes = sorted({a.detail for a in row.attempts if a.detail})
+        for cause in causes:
+            lines.append(f"  {row.fault}: {cause}")
     lines.append("")
     for name, passed, detail in report.invariants:
         lines.append(f"  {'ok    ' if passed else 'FAILED'}  {name}  ({detail})")

@@ -93,6 +93,7 @@ def stale_after() -> datetime.timedelta:
 
 def place_order(user_id: str, key: str, items: Sequence[Item], client: CatalogClient) -> Placed:
     fingerprint = request_hash(items)
+    lost: StockLost | None = None
     for _ in range(2):
         try:
             with transaction.atomic():
@@ -105,8 +106,13 @@ def place_order(user_id: str, key: str, items: Sequence[Item], client: CatalogCl
             if placed is not None:
                 return placed
             continue
-        return Placed(_place(order, items, client), replayed=False)
-    raise _in_progress(None)
+        try:
+            return Placed(_place(order, items, client), replayed=False)
+        except StockLost as exc:
+            # We were slower than catalog's lease and the claim is gone: reserve afresh, once.
+            lost = exc
+            continue
+    raise lost or _in_progress(None)
 
 
 def _in_progress(existing: Order | None) -> OrderFailed:
