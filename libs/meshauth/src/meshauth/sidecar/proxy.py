@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
@@ -285,16 +285,27 @@ class Sidecar:
         assert self._session is not None, "start() was not awaited"  # noqa: S101 - programming error
         url = self.upstream.join(URL(request.rel_url.raw_path_qs, encoded=True))
         has_body = request.body_exists
-        # A pooled connection the app just closed fails before anything was sent: a request
-        # without a body can safely be tried once more on a fresh connection.
-        attempts = 1 if has_body else 2
+        # A pooled connection the app just closed (a worker recycled or stopping) fails before the
+        # app read anything: a request without a body can safely be tried once more on a fresh
+        # connection. So can one the app deduplicates (an Idempotency-Key, as Go's net/http
+        # decides too) if its body is small enough to keep for the second try.
+        replayable: bytes | None = None
+        length = request.content_length
+        small = length is not None and length <= min(_BUFFER_LIMIT, self.config.max_body_bytes)
+        if has_body and small and "Idempotency-Key" in request.headers:
+            replayable = await request.read()
+        attempts = 2 if not has_body or replayable is not None else 1
         for attempt in range(attempts):
+            if replayable is not None:
+                data: Any = replayable
+            else:
+                data = self._body(request) if has_body else None
             try:
                 upstream = await self._session.request(
                     request.method,
                     url,
                     headers=headers,
-                    data=self._body(request) if has_body else None,
+                    data=data,
                     allow_redirects=False,
                     compress=None,
                 )
