@@ -17,7 +17,7 @@ RECOVERY_LIMIT = 90.0
 
 def test_faults_under_load_keep_the_data_and_the_mesh(mesh_registry: Registry) -> None:
     started = time.monotonic()
-    config = ChaosConfig(clients=6, baseline=5, window=8, freeze=8, reservation_ttl=20)
+    config = ChaosConfig(clients=6, baseline=3, window=6, freeze=6, reservation_ttl=20)
     report = run_chaos(mesh_registry, config, say=print)
     table = format_report(report)
     print(f"\n{table}\nbounded chaos run: {time.monotonic() - started:.0f} s")
