@@ -56,3 +56,7 @@ new-service: sync ## add a fully wired service: make new-service NAME=payments [
 	@test -n "$(NAME)" || { echo 'usage: make new-service NAME=payments [ARGS="--port 8004 --reads catalog"]'; exit 2; }
 	@$(UV) run --no-sync mesh new-service "$(NAME)" $(ARGS)
 	@$(UV) sync --all-packages --locked --quiet
+
+.PHONY: chart-readmes
+chart-readmes: sync ## regenerate the app charts' READMEs from values.yaml's ## @param comments (bitnami readme-generator, npm)
+	@$(UV) run --no-sync python tests/charts/readmes.py

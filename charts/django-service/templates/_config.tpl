@@ -63,6 +63,9 @@ DATABASE_CONN_MAX_AGE: {{ .Values.database.connMaxAge | toString | quote }}
 DATABASE_CONN_HEALTH_CHECKS: {{ .Values.database.connHealthChecks | toString | quote }}
 DATABASE_DISABLE_SERVER_SIDE_CURSORS: {{ .Values.database.disableServerSideCursors | toString | quote }}
 DATABASE_CONNECT_TIMEOUT: {{ .Values.database.connectTimeout | toString | quote }}
+{{- if .Values.database.pooler.enabled }}
+DATABASE_POOLER: "transaction"
+{{- end }}
 READYZ_TIMEOUT: {{ .Values.probes.readyzTimeoutSeconds | toString | quote }}
 {{- if include "django-service.config.sidecarEnabled" . }}
 GUNICORN_BIND: {{ printf "127.0.0.1:%s" (include "django-service.config.upstreamPort" .) | quote }}

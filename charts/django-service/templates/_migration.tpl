@@ -6,13 +6,15 @@
 {{- /* the Job serves no request: no sidecar, so no principal secret to trust */}}
 {{- $_ := set $env "MESHAUTH_MODE" "inprocess" -}}
 {{- $_ := unset $env "MESHAUTH_PRINCIPAL_SECRET_FILE" -}}
+{{- /* migrate_locked connects directly, never through the transaction pooler */}}
+{{- $_ := unset $env "DATABASE_POOLER" -}}
 {{- range $name := keys $env | sortAlpha }}
 {{- if not (hasPrefix "GUNICORN_" $name) }}
 - name: {{ $name }}
   value: {{ get $env $name | toString | quote }}
 {{- end }}
 {{- end }}
-{{ include "django-service.secrets.env" . }}
+{{ include "django-service.secrets.envWith" (dict "databaseUrlKey" (include "django-service.secrets.migrationDatabaseUrlKey" .) "context" .) }}
 {{- end -}}
 
 {{/* Usage: {{ include "django-service.migration.render" . }} */}}

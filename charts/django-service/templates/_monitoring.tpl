@@ -67,6 +67,17 @@ spec:
 {{- if or (hasKey $rules "Error") (not (kindIs "slice" $rules.groups)) -}}
 {{- fail (printf "monitoring.prometheusRule.rulesFile: %s must be YAML with a `groups:` list %s" $path (default "" $rules.Error)) -}}
 {{- end -}}
+{{- /* Alerts link their dashboard on the generator's Grafana (http://localhost:3000): point them at this cluster's. */ -}}
+{{- with .Values.monitoring.grafanaUrl -}}
+{{- $base := trimSuffix "/" . -}}
+{{- range $group := $rules.groups -}}
+{{- range $rule := $group.rules -}}
+{{- if and (kindIs "map" $rule.annotations) (hasKey $rule.annotations "dashboard_url") -}}
+{{- $_ := set $rule.annotations "dashboard_url" (regexReplaceAll "^https?://[^/]+" $rule.annotations.dashboard_url $base) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
 metadata:

@@ -1,13 +1,29 @@
 {{/* References to the Secret the operator creates: the chart never holds a secret value. */}}
 
-{{/* Usage: {{ include "django-service.secrets.env" . | nindent 12 }} (EnvVar list: secrets and extraEnv, for the app container and the migration Job) */}}
+{{/* Usage: {{ include "django-service.secrets.env" . | nindent 12 }} (EnvVar list: secrets and extraEnv, for the app container) */}}
 {{- define "django-service.secrets.env" -}}
+{{- include "django-service.secrets.envWith" (dict "databaseUrlKey" .Values.secrets.databaseUrlKey "context" .) -}}
+{{- end -}}
+
+{{/* Usage: {{ include "django-service.secrets.migrationDatabaseUrlKey" . }} (behind a transaction pooler the migration Job connects directly: its advisory lock needs a session) */}}
+{{- define "django-service.secrets.migrationDatabaseUrlKey" -}}
+{{- if .Values.database.pooler.enabled -}}
+{{- .Values.secrets.directDatabaseUrlKey -}}
+{{- else -}}
+{{- .Values.secrets.databaseUrlKey -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Usage: {{ include "django-service.secrets.envWith" (dict "databaseUrlKey" KEY "context" .) | nindent 12 }} (the same list, DATABASE_URL read from KEY) */}}
+{{- define "django-service.secrets.envWith" -}}
+{{- $key := .databaseUrlKey -}}
+{{- with .context -}}
 {{- $secret := include "django-service.names.secret" . -}}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
-      key: {{ .Values.secrets.databaseUrlKey }}
+      key: {{ $key }}
 - name: SECRET_KEY
   valueFrom:
     secretKeyRef:
@@ -31,4 +47,5 @@
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
 {{- end -}}

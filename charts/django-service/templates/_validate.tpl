@@ -23,8 +23,11 @@
 {{- if gt (int .Values.gunicorn.timeout) (int .Values.terminationGracePeriodSeconds) -}}
 {{- $errors = append $errors (printf "gunicorn.timeout (%d) must not exceed terminationGracePeriodSeconds (%d)" (int .Values.gunicorn.timeout) $grace) -}}
 {{- end -}}
+{{- if and .Values.database.pooler.enabled (eq .Values.secrets.directDatabaseUrlKey .Values.secrets.databaseUrlKey) -}}
+{{- $errors = append $errors "database.pooler.enabled: secrets.directDatabaseUrlKey must name a direct database URL, not the pooled secrets.databaseUrlKey (migrate_locked's advisory lock needs a session)" -}}
+{{- end -}}
 {{- range $name, $_ := .Values.env -}}
-{{- if or (hasPrefix "MESHAUTH_" $name) (has $name (list "DATABASE_URL" "SECRET_KEY")) -}}
+{{- if or (hasPrefix "MESHAUTH_" $name) (has $name (list "DATABASE_URL" "DATABASE_POOLER" "SECRET_KEY")) -}}
 {{- $errors = append $errors (printf "env.%s: set it through its own value (auth.*, secrets.*), not env" $name) -}}
 {{- end -}}
 {{- end -}}

@@ -63,6 +63,31 @@ def test_database_url_becomes_a_pooler_friendly_config(monkeypatch: pytest.Monke
     assert config["DISABLE_SERVER_SIDE_CURSORS"] is True
 
 
+def test_transaction_pooler_drops_session_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://orders:pw@pgbouncer:6432/mesh")
+    monkeypatch.setenv("DATABASE_POOLER", "Transaction")
+    config = database_config(schema="orders")
+    # PgBouncer refuses the `options` startup parameter; the role's search_path applies instead.
+    assert "options" not in config["OPTIONS"]
+    assert config["OPTIONS"]["application_name"] == "orders"
+    assert config["DISABLE_SERVER_SIDE_CURSORS"] is True
+
+
+def test_session_pooler_keeps_server_side_cursors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://orders:pw@pgbouncer:6432/mesh")
+    monkeypatch.setenv("DATABASE_POOLER", "session")
+    config = database_config(schema="orders")
+    assert "options" not in config["OPTIONS"]
+    assert config["DISABLE_SERVER_SIDE_CURSORS"] is False
+
+
+def test_unknown_pooler_mode_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://orders:pw@pgbouncer:6432/mesh")
+    monkeypatch.setenv("DATABASE_POOLER", "statement")
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_POOLER must be empty, 'session' or"):
+        database_config(schema="orders")
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -148,3 +148,22 @@ def test_two_migrate_locked_at_once_both_succeed_and_apply_once(admin_url: str) 
             conn.close()
     finally:
         drop_database(admin_url, name)
+
+
+def test_migrate_locked_refuses_a_transaction_pooler_and_changes_nothing(admin_url: str) -> None:
+    name, url = fresh_database(admin_url)
+    try:
+        proc = migrate(app_env(url, DATABASE_POOLER="transaction"))
+        output = proc.communicate(timeout=120)[0]
+        assert proc.returncode != 0
+        assert "migrate_locked needs a session" in output
+        assert "direct DATABASE_URL" in output
+        conn = psycopg2.connect(url)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'django_migrations'")
+                assert cursor.fetchone() == (0,)
+        finally:
+            conn.close()
+    finally:
+        drop_database(admin_url, name)

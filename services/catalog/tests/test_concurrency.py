@@ -1,4 +1,5 @@
-"""Many reservations at once through a real gunicorn with several workers: never oversold."""
+"""Many reservations at once through a real gunicorn with several workers: never oversold, whether
+catalog talks to PostgreSQL directly or through PgBouncer in transaction mode."""
 
 from __future__ import annotations
 
@@ -12,20 +13,38 @@ from decimal import Decimal
 import httpx
 import pytest
 
+import mesh.testing
 from catalog.products.models import Product, Reservation, ReservationLine
+from mesh.pooler import PgBouncer, pgbouncer_binary
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
+from mesh.testing import tool_missing
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 THREADS = 24
 
 
-@pytest.fixture(scope="module")
-def served_catalog(signer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """catalog under gunicorn (4 workers) on a free loopback port, on this session's database."""
+@pytest.fixture(scope="module", params=["direct", "pgbouncer"])
+def served_catalog(
+    request: pytest.FixtureRequest, signer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """catalog under gunicorn (4 workers) on a free loopback port, on this session's database:
+    directly, or through PgBouncer in transaction mode with a pool smaller than the workers' demand."""
     tmp_path = tmp_path_factory.mktemp("catalog")
     port = free_port()
+    database: dict[str, str] = {}
+    pooler = None
+    if request.param == "pgbouncer":
+        if pgbouncer_binary() is None:
+            tool_missing("pgbouncer is not installed (Debian package pgbouncer)")
+        # Two server connections for four workers: transactions queue in the pooler.
+        pooler = PgBouncer(mesh.testing.test_admin_url(), tmp_path / "pgbouncer", pool_size=2)
+        pooler.start()
+        database = {
+            "DATABASE_URL": pooler.url(os.environ["DATABASE_URL"]),
+            "DATABASE_POOLER": "transaction",
+        }
     env = {
         **os.environ,
         **signer.env(),
@@ -34,6 +53,7 @@ def served_catalog(signer, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "GUNICORN_WORKERS": "4",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        **database,
     }
     app = ManagedProcess(
         name="catalog",
@@ -48,6 +68,8 @@ def served_catalog(signer, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield base
     finally:
         app.stop()
+        if pooler is not None:
+            pooler.stop()
 
 
 def reserve_all(base: str, token: str, bodies: list[dict]) -> list[httpx.Response]:

@@ -9,9 +9,21 @@ from django.core.exceptions import ImproperlyConfigured
 
 from meshkit.env import REQUIRED, as_bool, get_env
 
-__all__ = ["database_config", "parse_database_url"]
+__all__ = ["POOLER_MODES", "database_config", "parse_database_url", "pooler_mode"]
 
 _SCHEMES = {"postgres", "postgresql", "postgis"}
+#: ``DATABASE_POOLER``: empty (a direct connection), or the pool mode of the PgBouncer in between.
+POOLER_MODES = ("", "session", "transaction")
+
+
+def pooler_mode() -> str:
+    """The pool mode of the pooler ``DATABASE_URL`` points at (``DATABASE_POOLER``), or ``""``."""
+    mode = str(get_env("DATABASE_POOLER", "")).strip().lower()
+    if mode not in POOLER_MODES:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOLER must be empty, 'session' or 'transaction', got {mode!r}."
+        )
+    return mode
 
 
 def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> dict[str, Any]:
@@ -44,22 +56,33 @@ def database_config(
 ) -> dict[str, Any]:
     """Return one ``DATABASES`` entry for a service whose tables live in ``schema``.
 
-    The role's own default ``search_path`` (set by the bootstrap) already points at its schema; we
-    set it on the connection too, so a role bootstrapped by hand cannot silently write to
-    ``public``. Connection reuse fits a pooler: ``CONN_MAX_AGE`` with ``CONN_HEALTH_CHECKS``, and
-    server-side cursors can be turned off for PgBouncer in transaction mode.
+    The role's own default ``search_path`` (set by the bootstrap) already points at its schema; on a
+    direct connection we set it on the connection too, so a role bootstrapped by hand cannot
+    silently write to ``public``. Connection reuse fits a pooler: ``CONN_MAX_AGE`` with
+    ``CONN_HEALTH_CHECKS``.
+
+    Behind PgBouncer (``DATABASE_POOLER``) the ``options`` startup parameter is left out: PgBouncer
+    refuses it, and the role's default ``search_path`` applies on every server connection anyway.
+    In transaction mode each transaction may run on another server connection, so nothing may
+    outlive one: server-side cursors (``DECLARE`` lives in a session) are off. psycopg2 never
+    prepares statements on the server, so there is nothing to turn off there (psycopg 3 would
+    need ``prepare_threshold=None`` below PgBouncer 1.21).
     """
     config = parse_database_url(url or get_env(url_variable, REQUIRED), variable=url_variable)
+    pooler = pooler_mode()
     options = config["OPTIONS"]
     options.setdefault("connect_timeout", get_env("DATABASE_CONNECT_TIMEOUT", 5, cast=int))
-    # statement_timeout: a database that stops answering fails the request (a clean 503) well
-    # within gunicorn's worker timeout, instead of the worker being killed mid-request.
-    statement_timeout = get_env("DATABASE_STATEMENT_TIMEOUT", 15, cast=float)
-    options["options"] = f"-c search_path={schema} -c statement_timeout={int(statement_timeout * 1000)}"
+    if not pooler:
+        # statement_timeout: a database that stops answering fails the request (a clean 503) well
+        # within gunicorn's worker timeout, instead of the worker being killed mid-request. Behind
+        # PgBouncer (no startup options) the pooler's own query_timeout has to play that part.
+        statement_timeout = get_env("DATABASE_STATEMENT_TIMEOUT", 15, cast=float)
+        options["options"] = f"-c search_path={schema} -c statement_timeout={int(statement_timeout * 1000)}"
     options.setdefault("application_name", schema)
     config.update(
         CONN_MAX_AGE=get_env("DATABASE_CONN_MAX_AGE", 60, cast=int),
         CONN_HEALTH_CHECKS=get_env("DATABASE_CONN_HEALTH_CHECKS", True, cast=as_bool),
-        DISABLE_SERVER_SIDE_CURSORS=get_env("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False, cast=as_bool),
+        DISABLE_SERVER_SIDE_CURSORS=pooler == "transaction"
+        or get_env("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False, cast=as_bool),
     )
     return config

@@ -46,15 +46,19 @@ class DatabaseReady(HealthCheck):  # type: ignore[misc]  # untyped library base
         params = dict(connections[self.alias].get_connection_params())
         # libpq rounds connect_timeout below 2 up to 2 seconds; it is whole seconds.
         params["connect_timeout"] = max(1, int(seconds))
-        params["options"] = f"{params.get('options', '')} -c statement_timeout={int(seconds * 1000)}"
         try:
             conn = psycopg2.connect(**params)
         except psycopg2.Error as exc:
             raise ServiceUnavailable(_first_line(exc)) from exc
         try:
             with conn.cursor() as cursor:
+                # SET LOCAL, not a startup option: it ends with the probe's transaction, so a
+                # transaction pooler (which refuses startup options) hands on a clean connection.
+                cursor.execute("SET LOCAL statement_timeout = %s", [int(seconds * 1000)])
                 cursor.execute("SELECT 1")
                 cursor.fetchone()
+            # End the transaction before closing: a pooler then keeps its server connection.
+            conn.rollback()
         except psycopg2.Error as exc:
             raise ServiceUnavailable(_first_line(exc)) from exc
         finally:

@@ -1,9 +1,11 @@
 """The `mesh` command: run the fleet locally and manage its database.
 
-mesh up [--mode sidecar|inprocess] [--only NAME ...]
+mesh up [--mode sidecar|inprocess] [--only NAME ...] [--pooler]
 mesh restart SERVICE
 mesh chaos [--clients N] [--window S] [--freeze S]
 mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
+mesh db budget [--scenario NAME] [--values SERVICE=FILE] [--server URL]
+mesh db lint-migrations [--only NAME ...]
 mesh new-service NAME [--port N] [--reads SERVICE ...]
 """
 
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from mesh import dbchecks
 from mesh.bootstrap import bootstrap, local_passwords, psql_script, service_url
 from mesh.control import ControlServer, send
 from mesh.fleet import Fleet, PortInUse
@@ -99,6 +102,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         workers=args.workers,
         only=tuple(args.only),
         port_offset=args.port_offset,
+        pooler=args.pooler,
     )
     try:
         fleet.listen()
@@ -125,6 +129,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         _say("starting PostgreSQL (embedded, data in .mesh/postgres)")
         fleet.admin_url, started_db = admin_url(registry.root)
+        if fleet.pgbouncer is not None:
+            fleet.pgbouncer.admin_url = fleet.admin_url
         if started_db and not args.keep_db:
             watchdog = guard_postgres(embedded_postgres(registry.root).home, run / "watchdog.log")
         fleet.up(progress=_say, seed=True)
@@ -137,6 +143,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             supervisor.tick()
             for request in control.pending():
                 request.reply(_control(supervisor, request.words))
+            pooler = fleet.pgbouncer.process if fleet.pgbouncer else None
+            if pooler is not None and not pooler.alive():
+                # Not restarted (yet): every service's connections go through it.
+                _say(f"pgbouncer exited; last lines of {pooler.log_path}:\n{pooler.tail()}")
+                return_code = 1
+                stop.set()
             stop.wait(0.5)
     except _Stopped:
         pass
@@ -235,6 +247,8 @@ _JOURNEY = """  Try it:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    if args.db_command in dbchecks.COMMANDS:
+        return dbchecks.run(args)
     registry = load_registry(find_root())
     if args.db_command == "sql":
         sys.stdout.write(psql_script(registry))
@@ -318,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="add this to every port, to run a second mesh beside one",
     )
+    up.add_argument(
+        "--pooler",
+        action="store_true",
+        help="put PgBouncer (transaction pooling) between every service and PostgreSQL",
+    )
     up.set_defaults(func=cmd_up)
 
     restart = sub.add_parser(
@@ -367,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("bootstrap", help="create schemas, roles and read grants from mesh.toml")
     db_sub.add_parser("sql", help="print the bootstrap as SQL (what the cluster Job runs)")
     db_sub.add_parser("stop", help="stop the embedded PostgreSQL")
+    dbchecks.add_parsers(db_sub)
     url = db_sub.add_parser("url", help="print a service's DATABASE_URL")
     url.add_argument("service")
     db.set_defaults(func=cmd_db)

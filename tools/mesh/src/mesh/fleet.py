@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.bootstrap import bootstrap, local_passwords, service_url
+from mesh.pooler import PgBouncer
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry, Service
@@ -26,6 +27,8 @@ from mesh.registry import Registry, Service
 __all__ = ["Fleet", "PortInUse", "ServicePorts"]
 
 MODES = ("sidecar", "inprocess")
+# PgBouncer's own port under `mesh up --pooler` (plus --port-offset).
+POOLER_PORT = 6432
 
 
 class PortInUse(Exception):
@@ -71,6 +74,8 @@ class Fleet:
     fixed_ports: bool = True
     port_offset: int = 0
     only: tuple[str, ...] = ()
+    # PgBouncer (transaction mode) between every service and PostgreSQL; migrations go direct.
+    pooler: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: dict[str, ServicePorts] = field(default_factory=dict)
@@ -79,6 +84,7 @@ class Fleet:
     # processes: a restart never refuses a connection, and a replacement takes over the queue.
     sockets: dict[str, dict[str, socket.socket]] = field(default_factory=dict)
     _principal_secrets: dict[str, str] = field(default_factory=dict)
+    pgbouncer: PgBouncer | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -91,6 +97,9 @@ class Fleet:
             else:
                 self.ports[service.name] = ServicePorts(free_port(), free_port())
             self._principal_secrets[service.name] = secrets.token_urlsafe(32)
+        if self.pooler:
+            port = POOLER_PORT + self.port_offset if self.fixed_ports else 0
+            self.pgbouncer = PgBouncer(self.admin_url, self.run_dir / "pgbouncer", port=port)
 
     def listen(self) -> None:
         """Bind every port now; raises :class:`PortInUse` (and binds none) when one is taken."""
@@ -123,15 +132,23 @@ class Fleet:
 
     # -- environment ---------------------------------------------------------------------------
 
-    def env(self, service: Service) -> dict[str, str]:
-        """The environment a service's processes get: the runtime contract, filled in for a laptop."""
+    def database_url(self, role: str, *, direct: bool = False) -> str:
+        """A role's URL: through PgBouncer when the fleet has one (unless ``direct``)."""
+        url = service_url(self.admin_url, self.database, role)
+        return url if direct or self.pgbouncer is None else self.pgbouncer.url(url)
+
+    def env(self, service: Service, *, direct: bool = False) -> dict[str, str]:
+        """The environment a service's processes get: the runtime contract, filled in for a laptop.
+
+        ``direct`` bypasses the pooler (migrations: their advisory lock needs a session).
+        """
         identity = self.url("identity") if "identity" in self.ports else ""
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "MESHAUTH_"))},
             "DJANGO_SETTINGS_MODULE": service.settings_module,
             "MESH_LOCAL_DEV": "1",
             "PYTHONUNBUFFERED": "1",
-            "DATABASE_URL": service_url(self.admin_url, self.database, service.role),
+            "DATABASE_URL": self.database_url(service.role, direct=direct),
             "MESHAUTH_MODE": self.mode,
             "MESHAUTH_ISSUER": identity,
             # Its own name (service tokens) and the mesh-wide audience of end users' tokens.
@@ -156,9 +173,9 @@ class Fleet:
             if callee in self.ports:
                 env[f"{callee.upper()}_URL"] = self.url(callee)
         for owner in service.reads:
-            env[f"{owner.upper()}_READ_DATABASE_URL"] = service_url(
-                self.admin_url, self.database, service.reader_role
-            )
+            env[f"{owner.upper()}_READ_DATABASE_URL"] = self.database_url(service.reader_role, direct=direct)
+        if self.pgbouncer is not None and not direct:
+            env["DATABASE_POOLER"] = self.pgbouncer.pool_mode
         env.update(self.extra_env)
         env.update(self.service_env.get(service.name, {}))
         return env
@@ -179,11 +196,13 @@ class Fleet:
     def bootstrap(self) -> None:
         bootstrap(self.admin_url, self.database, self.registry, local_passwords(self.registry))
 
-    def manage(self, service: Service, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run a management command of ``service`` with its environment."""
+    def manage(
+        self, service: Service, *args: str, check: bool = True, direct: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a management command of ``service`` with its environment (``direct``: no pooler)."""
         # A one-off command keeps its metrics in memory: the gunicorn metrics directory may not exist
         # yet (gunicorn creates it), and a dead command's files would be summed into /metrics.
-        env = {k: v for k, v in self.env(service).items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        env = {k: v for k, v in self.env(service, direct=direct).items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         return subprocess.run(  # noqa: S603
             [sys.executable, "-m", "django", *args],
             env=env,
@@ -195,7 +214,8 @@ class Fleet:
         )
 
     def migrate(self, service: Service) -> None:
-        result = self.manage(service, "migrate_locked", check=False)
+        # Direct, as the chart's migration Job: a transaction pooler cannot hold the advisory lock.
+        result = self.manage(service, "migrate_locked", check=False, direct=True)
         if result.returncode != 0:
             raise RuntimeError(f"{service.name}: migrate_locked failed:\n{result.stdout}{result.stderr}")
 
@@ -249,8 +269,12 @@ class Fleet:
         """Bootstrap, migrate, (seed,) start and wait for every service, reporting each step."""
         progress(f"bootstrapping database {self.database} (schemas, roles, grants)")
         self.bootstrap()
+        if self.pgbouncer is not None:
+            pooler = self.pgbouncer
+            progress(f"starting PgBouncer ({pooler.pool_mode} pooling) on 127.0.0.1:{pooler.port}")
+            self.pgbouncer.start()
         for service in self.services:
-            progress(f"{service.name}: migrate_locked")
+            progress(f"{service.name}: migrate_locked" + (" (direct, not pooled)" if self.pgbouncer else ""))
             self.migrate(service)
         for service in self.services:
             progress(
@@ -281,3 +305,5 @@ class Fleet:
             self.processes.pop(name, None)
         # A stopped service's ports close: connecting is refused, as with no pod behind a Service.
         self.close_sockets(chosen if names is not None else None)
+        if names is None and self.pgbouncer is not None:
+            self.pgbouncer.stop()

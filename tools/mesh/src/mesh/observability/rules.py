@@ -14,7 +14,14 @@ from typing import Any
 
 from mesh.observability.slo import BURN_ALERTS, DEFAULT_SLO, SLO, WINDOWS, le_matcher, window_seconds
 
-__all__ = ["generate_service_rules", "title_case"]
+__all__ = ["GRAFANA_URL", "RUNBOOKS_URL", "generate_service_rules", "runbook_anchor", "title_case"]
+
+# Where a notification's links lead. The runbooks are this repository's docs/runbooks.md, one section
+# per kind of alert (its anchor: the alert name without the service, lower case). The dashboard link
+# points at the Grafana of `skaffold dev -p monitoring`; a chart rewrites its scheme and host from
+# `monitoring.grafanaUrl`, so a release links its own Grafana without regenerating this file.
+RUNBOOKS_URL = "https://github.com/django-mesh/django-mesh/blob/main/docs/runbooks.md"
+GRAFANA_URL = "http://localhost:3000"
 
 REQUESTS = "http_server_request_duration_seconds"
 # JWKS older than three cache TTLs (meshauth refreshes every 300 s) means refreshes keep failing;
@@ -26,6 +33,28 @@ REJECTED_MIN_RATE = 0.2
 # Database errors (connection failures, failing statements) per second, and their share of queries.
 DB_ERROR_MIN_RATE = 0.05
 DB_ERROR_RATIO = 0.05
+
+
+def runbook_anchor(alert: str, service: str) -> str:
+    """``("OrdersDatabaseErrors", "orders")`` -> ``"databaseerrors"``: the section of docs/runbooks.md."""
+    return alert.removeprefix(title_case(service)).lower()
+
+
+def _links(alert: str, service: str) -> dict[str, str]:
+    """The annotations a notification turns into links: the runbook section and the dashboard (on the
+    alert's namespace; "All" where the series carry none, outside Kubernetes)."""
+    return {
+        "runbook_url": f"{RUNBOOKS_URL}#{runbook_anchor(alert, service)}",
+        "dashboard": f"mesh-{service}",
+        "dashboard_url": (
+            f"{GRAFANA_URL}/d/mesh-{service}?var-namespace={{{{ or $labels.namespace `$__all` }}}}"
+        ),
+    }
+
+
+def _with_links(alert: dict[str, Any], service: str) -> dict[str, Any]:
+    alert["annotations"] = {**alert["annotations"], **_links(alert["alert"], service)}
+    return alert
 
 
 def title_case(service: str) -> str:
@@ -117,7 +146,6 @@ def _burn_alert(service: str, slo: SLO, sli: str, what: str, budget: float, page
                     else " Plan a fix before the budget is gone."
                 )
             ),
-            "dashboard": f"mesh-{service}",
         },
     }
 
@@ -178,7 +206,6 @@ def _auth_rules(service: str) -> list[dict[str, Any]]:
                     "after 24 h every token "
                     "is. Check identity's /.well-known/jwks.json from the pod."
                 ),
-                "dashboard": f"mesh-{service}",
             },
         },
         {
@@ -194,7 +221,6 @@ def _auth_rules(service: str) -> list[dict[str, Any]]:
                     "a signing key identity rotated without publishing, or someone probing. The "
                     "auth panel shows the reasons."
                 ),
-                "dashboard": f"mesh-{service}",
             },
         },
     ]
@@ -221,7 +247,6 @@ def _database_rules(service: str) -> list[dict[str, Any]]:
                     f"{DB_ERROR_RATIO:.0%} of its queries. /readyz fails with it, so pods leave the Service: "
                     "check PostgreSQL, the role's password Secret and connection limits."
                 ),
-                "dashboard": f"mesh-{service}",
             },
         },
     ]
@@ -238,10 +263,9 @@ def generate_service_rules(service_name: str, slo: SLO = DEFAULT_SLO) -> dict[st
         "annotations": {
             "summary": f"no {service} pod answers Prometheus",
             "description": f"Every {service} target has been down for 5 minutes.",
-            "dashboard": f"mesh-{service}",
         },
     }
-    return {
+    groups = {
         "groups": [
             {"name": f"{service}.slo.recording", "rules": _sli_rules(service, slo)},
             {
@@ -260,3 +284,6 @@ def generate_service_rules(service_name: str, slo: SLO = DEFAULT_SLO) -> dict[st
             {"name": f"{service}.database", "rules": _database_rules(service)},
         ]
     }
+    for group in groups["groups"]:
+        group["rules"] = [_with_links(rule, service) if "alert" in rule else rule for rule in group["rules"]]
+    return groups

@@ -9,7 +9,8 @@ Sources, in order of preference:
   `k8s/db-bootstrap/render.py` (run on a temporary copy) for the bootstrap Job, `uv lock` (offline,
   on a temporary copy of the workspace's pyproject files) for uv.lock;
 - the templates in `mesh/templates/` for the rest (service code, chart, workflow, skaffold module),
-  filled in by plain placeholder substitution (see :func:`render`);
+  filled in by plain placeholder substitution (see :func:`render`); the chart README's parameter
+  tables by `mesh.chartreadme`, from the new values.yaml;
 - small textual edits for mesh.toml, the root pyproject.toml and skaffold.yaml, which keep their
   comments and layout, each checked by parsing the result.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from mesh.chartreadme import ReadmeError, render_readme
 from mesh.observability import expected_files
 from mesh.registry import REGISTRY_FILE, Registry, load_registry
 from mesh.scaffold.names import UsageError
@@ -315,6 +317,13 @@ def plan(root: Path, registry: Registry, spec: ServiceSpec) -> dict[Path, Change
     new[service_dir / "Dockerfile"] = (dockerfile.replace(REFERENCE, name), False)
     for relative, content, executable in render_tree("chart", context):
         new[chart_dir / relative] = (content, executable)
+    # The README's Parameters tables, as bitnami's readme-generator-for-helm writes them (the chart
+    # suite runs that tool on the new chart and compares).
+    readme, values = chart_dir / "README.md", chart_dir / "values.yaml"
+    try:
+        new[readme] = (render_readme(new[readme][0], new[values][0]), False)
+    except ReadmeError as exc:
+        raise PlanError(f"{readme}: {exc}") from None
     schema = repo.text(Path("charts") / REFERENCE / "values.schema.json")
     new[chart_dir / "values.schema.json"] = (schema, False)
     new[workflow] = (render((TEMPLATES / "workflow.yml-tpl").read_text(), context), False)

@@ -15,6 +15,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 
+from meshkit.database import pooler_mode
+
 
 def lock_key(namespace: str) -> int:
     """A stable signed 64-bit advisory lock key for ``namespace`` (the database and schema)."""
@@ -42,6 +44,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         alias = options["database"]
+        if pooler_mode() == "transaction":
+            # The advisory lock belongs to a session; a transaction pooler would take it on one
+            # server connection and run the migration (and the unlock) on others.
+            raise CommandError(
+                "migrate_locked needs a session, and DATABASE_POOLER=transaction says DATABASE_URL "
+                "is a transaction pooler: run migrations with a direct DATABASE_URL (the chart's "
+                "migration Job reads secrets.directDatabaseUrlKey when database.pooler.enabled)."
+            )
         connection = connections[alias]
         connection.ensure_connection()
         with connection.cursor() as cursor:
