@@ -27,7 +27,7 @@ from chartlib import (
     tool_missing,
 )
 
-CHECKOV_VERSION = "3.3.30"
+from mesh.tooling import ToolError, ensure_checkov
 
 
 def find_tool(name: str) -> str | None:
@@ -70,11 +70,11 @@ def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
 def checkov_command() -> list[str]:
     if os.environ.get("CHECKOV"):
         return [os.environ["CHECKOV"]]
-    uvx = shutil.which("uvx")
-    if uvx:
-        # checkov's pins conflict with the workspace: it runs as an isolated tool.
-        return [uvx, "--python", "3.11", "--from", f"checkov=={CHECKOV_VERSION}", "checkov"]
-    tool_missing("checkov (uvx or $CHECKOV)")
+    try:
+        # Pinned with hashes in mesh/pins/checkov.txt, installed once into .mesh/tools/checkov.
+        return [str(ensure_checkov(REPO))]
+    except ToolError as exc:
+        tool_missing(f"checkov: {exc}")
     raise AssertionError("unreachable")
 
 

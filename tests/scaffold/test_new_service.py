@@ -3,10 +3,15 @@ copy, with no edit by hand, everything the repository runs: the new service's ow
 the chart, workflow and consistency suites, and `mesh up` serving the whole fleet with the new one.
 
 The copy is the working tree as it is (tracked and untracked files, not ignored ones), so work in
-progress of other engineers is part of what must keep passing. It gets its own venv from the uv
-cache (`uv sync --offline --locked`, a few seconds): the workspace packages of the shared venv are
-installed editable from /work/main, so only a venv of the copy's own imports the copy's sources —
-and `--locked` proves on the way that the generated uv.lock matches the generated pyproject files.
+progress of other engineers is part of what must keep passing. It gets its own venv (`uv sync
+--offline --locked`, a few seconds): the workspace packages of the shared venv are installed
+editable from the shared tree, so only a venv of the copy's own imports the copy's sources, and
+`--locked` proves on the way that the generated uv.lock matches the generated pyproject files.
+
+`mesh new-service` runs with a uv cache of its own that starts empty, as on a fresh machine: it must
+lock from the package index. The copy's venv then comes from the cache `make sync` filled (the new
+service needs nothing the workspace has not installed already); under `.ci/run` that cache, too,
+started empty.
 """
 
 from __future__ import annotations
@@ -101,17 +106,24 @@ class Generated:
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     started = time.monotonic()
     root = tmp_path_factory.mktemp("scaffold") / "repo"
+    cache = tmp_path_factory.mktemp("uv-cache")  # empty: a fresh machine
     copy_worktree(REPO, root)
-    # readme-generator-for-helm's npm tools, already installed by tests/charts: the copy reuses them.
-    node_tools = REPO / ".mesh" / "tools" / "node"
-    if node_tools.is_dir():
-        (root / ".mesh" / "tools").mkdir(parents=True)
-        (root / ".mesh" / "tools" / "node").symlink_to(node_tools)
+    # Tools tests/charts installed already (readme-generator-for-helm's npm tools, checkov): the copy
+    # reuses them (their fresh installs are tested there and in tools/mesh).
+    (root / ".mesh" / "tools").mkdir(parents=True)
+    for tool in ("node", "checkov"):
+        if (REPO / ".mesh" / "tools" / tool).is_dir():
+            (root / ".mesh" / "tools" / tool).symlink_to(REPO / ".mesh" / "tools" / tool)
     before = snapshot(root)
     created = run(
-        [sys.executable, "-m", "mesh", "new-service", NAME, *[f"--reads={r}" for r in READS]], root, 300
+        [sys.executable, "-m", "mesh", "new-service", NAME, *[f"--reads={r}" for r in READS]],
+        root,
+        300,
+        UV_CACHE_DIR=str(cache),
     )
     assert created.returncode == 0, created.stdout + created.stderr
+    assert any(cache.iterdir()), "the lock must have come from the package index"
+    shutil.rmtree(cache)
     synced = run([uv(), "sync", "--offline", "--locked", "--all-packages", "--quiet"], root, 600)
     assert synced.returncode == 0, synced.stderr
     print(f"copy, generate, uv sync: {time.monotonic() - started:.1f} s")

@@ -2,6 +2,9 @@
 nothing, that the templates stay in step with the charts and workflows they copy, and that the
 generated code is ruff-clean whatever the name. Every test works on a copy of the repository.
 
+uv's cache is the module's own and starts empty, as on a fresh machine: a scaffolder that could only
+lock from a warm cache fails here (see also the "fresh machine" tests below).
+
 The end-to-end proof (the generated service's tests, the chart and delivery suites, `mesh up`) is
 tests/scaffold/test_new_service.py.
 """
@@ -10,10 +13,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +29,7 @@ from mesh import cli
 from mesh.chartreadme import render_readme
 from mesh.registry import find_root, load_registry
 from mesh.scaffold import ConcurrentEdit, plan, prepare, transaction
-from mesh.scaffold.plan import TEMPLATES, ServiceSpec, render, render_tree
+from mesh.scaffold.plan import TEMPLATES, PlanError, ServiceSpec, lock, render, render_tree
 from mesh.scaffold.transaction import write_all_or_nothing
 
 REPO = find_root(Path(__file__).parent)
@@ -42,6 +48,17 @@ def copy_worktree(source: Path, target: Path) -> None:
         if (source / relative).is_file():
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / relative, target / relative)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cold_uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A uv cache of this module's own, empty at the start, so the first lock takes a fresh machine's path."""
+    cache = tmp_path_factory.mktemp("uv-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UV_CACHE_DIR", str(cache))
+        patch.delenv("UV_OFFLINE", raising=False)
+        yield cache
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +279,91 @@ def test_without_reads_there_is_no_read_alias_and_no_reads_test(repo: Path) -> N
     assert not (repo / "services/payments/tests/test_reads.py").exists()
     assert "READ_DATABASE_URL" not in (repo / "services/payments/src/payments/settings.py").read_text()
     assert yaml.safe_load((repo / "charts/payments/values.yaml").read_text())["mesh"]["reads"] == []
+
+
+# -- a fresh machine: uv's cache empty, the package index reachable or not -------------------------------
+
+
+def locked_versions(root: Path) -> dict[str, str]:
+    lock = tomllib.loads((root / "uv.lock").read_text())
+    return {package["name"]: package.get("version", "") for package in lock["package"]}
+
+
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "empty-uv-cache"
+    cache.mkdir()
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    return cache
+
+
+def cut_off_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request uv makes goes to a proxy that refuses connections, as with no network."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+
+
+def test_a_fresh_machine_locks_the_new_service_from_the_package_index(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `make sync` caches wheels, not the index pages `uv lock --offline` needs: this is a new machine.
+    cache = empty_cache(tmp_path, monkeypatch)
+    before = locked_versions(repo)
+    assert new_service("payments") == 0
+    after = locked_versions(repo)
+    assert after.pop("payments") == "0.1.0"
+    assert after == before, "adding a service must not move any locked version"
+    assert any(cache.iterdir()), "the lock must have come from the index into this (empty) cache"
+
+
+def test_without_the_package_index_it_says_what_to_do_and_changes_nothing(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty_cache(tmp_path, monkeypatch)
+    cut_off_the_network(monkeypatch)
+    before = state(repo)
+    assert new_service("payments") == 1
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1, out
+    assert out.startswith("[mesh] new-service: uv lock failed (")
+    assert "make sure PyPI is reachable" in out
+    assert out.strip().endswith("nothing was changed")
+    assert state(repo) == before
+    assert git_status(repo) == ""
+
+
+def test_once_the_index_was_reached_it_locks_with_no_network(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty_cache(tmp_path, monkeypatch)
+    assert new_service("payments") == 0
+    subprocess.run(["git", "reset", "-q", "--hard"], cwd=repo, check=True)  # noqa: S607
+    subprocess.run(["git", "clean", "-qfd"], cwd=repo, check=True)  # noqa: S607
+    cut_off_the_network(monkeypatch)
+    assert new_service("invoices") == 0  # the offline attempt, from what the first lock cached
+    assert "invoices" in locked_versions(repo)
+
+
+def test_a_lock_that_would_move_another_services_versions_is_refused(repo: Path) -> None:
+    # A new member that cannot live with a locked version: uv would move it for every service.
+    lockfile = (repo / "uv.lock").read_text()
+    pyyaml = locked_versions(repo)["pyyaml"]
+    member = Path("services/payments/pyproject.toml")
+    pyproject = f"""[project]
+name = "payments"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["pyyaml!={pyyaml}"]
+"""
+    with pytest.raises(
+        PlanError, match=rf"uv lock would move versions the fleet runs: .*\bpyyaml {re.escape(pyyaml)}\b"
+    ):
+        lock(repo, lockfile, {member: pyproject})
 
 
 # -- the templates against what they were made from ----------------------------------------------------

@@ -3,7 +3,7 @@
 It creates ``services/NAME`` (Django project on meshkit, meshauth's middleware, an items app with
 its migration, tests with real tokens, the Dockerfile), ``charts/NAME`` (on the library chart,
 dashboard and rules generated), ``.github/workflows/NAME.yml``, and adds the service to mesh.toml,
-skaffold.yaml, the uv workspace (re-locked offline) and the database bootstrap of ``k8s/``.
+skaffold.yaml, the uv workspace (re-locked) and the database bootstrap of ``k8s/``.
 
 Every input is checked and every file computed before the first write; the files are then written
 all or nothing (:mod:`mesh.scaffold.transaction`).

@@ -6,8 +6,8 @@ Sources, in order of preference:
   identity's with the name replaced and values.schema.json is identity's chart's, byte for byte
   (tests/charts compares them), so they are copied from there and can never drift;
 - generators the repository already has: `mesh.observability` for the dashboard and alert rules,
-  `k8s/db-bootstrap/render.py` (run on a temporary copy) for the bootstrap Job, `uv lock` (offline,
-  on a temporary copy of the workspace's pyproject files) for uv.lock;
+  `k8s/db-bootstrap/render.py` (run on a temporary copy) for the bootstrap Job, `uv lock` (offline
+  first, online on a fresh machine; on a temporary copy of the workspace's pyproject files) for uv.lock;
 - the templates in `mesh/templates/` for the rest (service code, chart, workflow, skaffold module),
   filled in by plain placeholder substitution (see :func:`render`); the chart README's parameter
   tables by `mesh.chartreadme`, from the new values.yaml;
@@ -36,6 +36,7 @@ from mesh.observability import expected_files
 from mesh.registry import REGISTRY_FILE, Registry, load_registry
 from mesh.scaffold.names import UsageError
 from mesh.scaffold.transaction import Change
+from mesh.tooling import find_uv
 
 __all__ = ["TEMPLATES", "PlanError", "ServiceSpec", "plan", "render", "render_tree"]
 
@@ -191,20 +192,42 @@ def add_skaffold_module(text: str, spec: ServiceSpec) -> str:
 
 
 def _uv() -> str:
-    # `uv run` exports UV (the running uv); `make` installs it to ~/.local/bin when it is not on PATH.
-    for candidate in (os.environ.get("UV"), shutil.which("uv"), str(Path.home() / ".local/bin/uv")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    raise PlanError("uv is not installed (make uv installs it)")
+    found = find_uv()
+    if found is None:
+        raise PlanError("uv is not installed (make uv installs it)")
+    return found
+
+
+def _uv_lock(workspace: Path, *, offline: bool) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - uv, with fixed arguments
+        [_uv(), "lock", "--quiet", *(["--offline"] if offline else [])],
+        cwd=workspace,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    return (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1].strip()
+
+
+def _locked_versions(lockfile: str) -> set[tuple[str, str]]:
+    # A set of (name, version): a lock may hold one package in two versions (split by markers).
+    return {(p["name"], str(p.get("version", ""))) for p in tomllib.loads(lockfile).get("package", [])}
 
 
 def lock(root: Path, lockfile: str, pyprojects: dict[Path, str]) -> str:
     """``lockfile`` updated for the workspace with ``pyprojects`` (relative path: content) replacing
     or added to the members' pyproject files.
 
-    Runs `uv lock --offline` on a temporary workspace of just the pyproject files: the new member
-    needs nothing that is not locked already, and the repository is untouched until every file is
-    ready.
+    Runs `uv lock` on a temporary workspace of just the pyproject files, so the repository is
+    untouched until every file is ready. Offline first: with the index pages in uv's cache it needs no
+    network at all. A fresh machine has none (`uv sync` caches wheels, not index pages), so then
+    it locks online. Either way uv keeps every locked version (it only upgrades when asked), and
+    that is checked: adding a service never changes what the others run.
     """
     staged_root = pyprojects.get(Path("pyproject.toml")) or (root / "pyproject.toml").read_text()
     members = tomllib.loads(staged_root).get("tool", {}).get("uv", {}).get("workspace", {}).get("members", [])
@@ -225,19 +248,22 @@ def lock(root: Path, lockfile: str, pyprojects: dict[Path, str]) -> str:
         for relative, content in pyprojects.items():
             (workspace / relative).parent.mkdir(parents=True, exist_ok=True)
             (workspace / relative).write_text(content)
-        result = subprocess.run(  # noqa: S603 - uv, with fixed arguments
-            [_uv(), "lock", "--offline", "--quiet"],
-            cwd=workspace,
-            env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        result = _uv_lock(workspace, offline=True)
         if result.returncode != 0:
-            last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
-            raise PlanError(f"uv lock --offline failed: {last}")
-        return (workspace / "uv.lock").read_text()
+            result = _uv_lock(workspace, offline=False)
+        if result.returncode != 0:
+            raise PlanError(
+                f"uv lock failed ({_last_line(result)}): on a machine whose uv cache does not hold the "
+                "package index yet, locking needs it; make sure PyPI is reachable (or set UV_INDEX_URL "
+                "or HTTPS_PROXY) and run it again"
+            )
+        locked = (workspace / "uv.lock").read_text()
+    moved = sorted(
+        f"{name} {version}" for name, version in _locked_versions(lockfile) - _locked_versions(locked)
+    )
+    if moved:
+        raise PlanError(f"uv lock would move versions the fleet runs: {', '.join(moved)}")
+    return locked
 
 
 def bootstrap_manifests(root: Path, registry_text: str) -> dict[Path, str]:
