@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import time
 from pathlib import Path
@@ -113,6 +114,26 @@ def on_starting(server: Any) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Spread the first workers' recycling points over one ``max_requests`` period.
+
+    gunicorn gives every worker ``max_requests`` plus a small random jitter, so workers started
+    together serve about as many requests and are recycled within seconds of each other: while
+    the replacements load Django, nobody serves. The first generation gets 1/N, 2/N … N/N of the
+    limit instead; replacements get the full limit, which keeps the phases N apart for good.
+    """
+    if max_requests <= 0 or worker.age > server.num_workers:
+        return
+    worker.max_requests = max(1, max_requests * worker.age // server.num_workers) + random.randint(  # noqa: S311
+        0, max_requests_jitter
+    )
+
+
+def post_worker_init(worker: Any) -> None:
+    """Say when a worker can serve: a supervisor swapping generations waits for this line."""
+    worker.log.info("Worker %s: app loaded", worker.pid)
 
 
 def child_exit(server: Any, worker: Any) -> None:
