@@ -75,7 +75,7 @@ def test_tokens_keep_working_while_identity_is_down(fleet: Fleet) -> None:
         fleet.processes["identity"] = [fleet.sidecar_process(identity)]
         fleet.processes["identity"][0].start()
         fleet.sockets["identity"].pop("app").close()  # nothing listens where the app was
-        wait_for_http(f"{fleet.url('identity')}/metrics/sidecar")
+        wait_for_http(fleet.metrics_url("identity", "sidecar"))
     try:
         # Local verification against cached keys: no call to identity on the request path.
         for _ in range(5):

@@ -122,8 +122,14 @@ class Fleet:
                 ports = self.ports[service.name]
                 bound = {"public": _listen(ports.public, service.name)}
                 self.sockets[service.name] = bound
-                if self.mode == "sidecar" and service.name not in self.unix_sockets:
+                unix = self.mode == "sidecar" and service.name in self.unix_sockets
+                if not unix:
+                    # The internal port too: a new generation serves it while the old one drains.
+                    bound["metrics"] = _listen(ports.metrics, service.name)
+                if self.mode == "sidecar" and not unix:
                     bound["app"] = _listen(ports.app, service.name)
+                if self.mode == "sidecar":
+                    bound["sidecar_metrics"] = _listen(ports.sidecar_metrics, service.name)
         except PortInUse:
             self.close_sockets()
             raise
@@ -249,8 +255,11 @@ class Fleet:
             # held here would outlive its name. While it restarts, the sidecar answers 503.
             bind = self.upstream(service)
         else:
-            sock = self.sockets[service.name]["app" if self.mode == "sidecar" else "public"]
-            bind, fds = f"fd://{sock.fileno()}", (sock.fileno(),)
+            held = self.sockets[service.name]
+            sock = held["app" if self.mode == "sidecar" else "public"]
+            bind, fds = f"fd://{sock.fileno()}", (sock.fileno(), held["metrics"].fileno())
+            # gunicorn binds no address once it is given a descriptor: both listeners are inherited.
+            env["METRICS_BIND"] = f"fd://{held['metrics'].fileno()}"
         return ManagedProcess(
             name=f"{service.name}-app",
             argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", f"{service.name}.wsgi"),
@@ -263,8 +272,8 @@ class Fleet:
     def sidecar_process(self, service: Service) -> ManagedProcess:
         """A new (not started) sidecar for ``service``, on the public socket the fleet holds."""
         self.listen()
-        ports = self.ports[service.name]
         sock = self.sockets[service.name]["public"]
+        metrics = self.sockets[service.name]["sidecar_metrics"]
         # As in the pod, the sidecar has no PROMETHEUS_MULTIPROC_DIR: with it, prometheus_client
         # would write the sidecar's series into the app's directory and /metrics would repeat them.
         env = {k: v for k, v in self.env(service).items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -275,10 +284,10 @@ class Fleet:
                 **env,
                 "MESHAUTH_SIDECAR_LISTEN": f"fd://{sock.fileno()}",
                 "MESHAUTH_SIDECAR_UPSTREAM": self.upstream(service),
-                "MESHAUTH_SIDECAR_METRICS_LISTEN": f"127.0.0.1:{ports.sidecar_metrics}",
+                "MESHAUTH_SIDECAR_METRICS_LISTEN": f"fd://{metrics.fileno()}",
             },
             log_path=self.run_dir / service.name / "sidecar.log",
-            pass_fds=(sock.fileno(),),
+            pass_fds=(sock.fileno(), metrics.fileno()),
         )
 
     def start(self, service: Service) -> list[ManagedProcess]:

@@ -44,14 +44,13 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     await site.start()
     metrics_runner = web.ServerRunner(create_metrics_server(sidecar), shutdown_timeout=1)
     await metrics_runner.setup()
-    await web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port).start()
-    log.info(
-        "listening on %s (metrics on %s:%s), upstream %s",
-        site.name,
-        config.metrics_host,
-        config.metrics_port,
-        config.upstream,
-    )
+    metrics_site: web.BaseSite
+    if config.metrics_fd is not None:
+        metrics_site = web.SockSite(metrics_runner, socket.socket(fileno=config.metrics_fd))
+    else:
+        metrics_site = web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port)
+    await metrics_site.start()
+    log.info("listening on %s (metrics on %s), upstream %s", site.name, metrics_site.name, config.upstream)
     await stop.wait()
     log.info("stopping: no new connections, draining in-flight requests")
     # Close the listening socket (a replacement on the same socket takes the new connections),
