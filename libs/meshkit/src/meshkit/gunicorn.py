@@ -10,6 +10,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,12 @@ bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # noqa: S104 - a pod listens 
 # (meshkit.probes tells the two apart by the listening socket).
 if get_env("METRICS_BIND", ""):
     bind.append(get_env("METRICS_BIND"))
+    if get_env("METRICS_BIND").startswith("fd://"):
+        # A socket inherited from a supervisor (`mesh up`). gunicorn closes that descriptor once it
+        # has taken the socket over, so the workers (meshkit.probes) are told its address now.
+        with socket.socket(fileno=os.dup(int(get_env("METRICS_BIND").removeprefix("fd://")))) as held:
+            host, port = held.getsockname()[:2]
+        os.environ["METRICS_BIND"] = f"{host}:{port}"
 workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
 threads = get_env("GUNICORN_THREADS", 1, cast=int)
 # gthread, even with one thread: sync workers close the connection after every request, so the

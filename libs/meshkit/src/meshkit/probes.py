@@ -12,8 +12,6 @@ Ingress and the Service's public port never reach it: metrics and the admin are 
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -34,12 +32,8 @@ ADMIN_PREFIXES = ("/admin/", "/static/")
 
 
 def metrics_port() -> str:
-    """The internal port from ``METRICS_BIND`` (``host:port`` or ``fd://N``), or "" when there is none."""
+    """The internal port from ``METRICS_BIND`` (``host:port``), or "" when there is none."""
     bind = get_env("METRICS_BIND", "")
-    if bind.startswith("fd://"):
-        # A listening socket inherited from a supervisor (`mesh up`): the port it is bound to.
-        with socket.socket(fileno=os.dup(int(bind.removeprefix("fd://")))) as sock:
-            return str(sock.getsockname()[1])
     return bind.rpartition(":")[2] if bind else ""
 
 
