@@ -50,6 +50,10 @@ format: sync ## apply ruff's fixes and formatting
 bench: sync ## auth cost side by side: req/s, latency, CPU per request (ARGS="--json bench.json")
 	@$(UV) run --no-sync mesh bench $(ARGS)
 
+.PHONY: chaos
+chaos: sync ## load plus faults (restarts, kills, a PostgreSQL restart, identity frozen): what clients saw, and the invariants
+	@$(UV) run --no-sync mesh chaos $(ARGS)
+
 db-stop: sync ## stop the embedded PostgreSQL if it is still running
 	@$(UV) run --no-sync mesh db stop
 

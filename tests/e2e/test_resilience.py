@@ -11,6 +11,7 @@ import pytest
 
 from conftest import PASSWORD, bearer, signup_and_login, start_fleet, stop_fleet
 from mesh.fleet import Fleet
+from mesh.processes import wait_for_http
 from mesh.registry import Registry
 
 ACTIVATION_DELAY = 2
@@ -66,8 +67,15 @@ def test_tokens_keep_working_while_identity_is_down(fleet: Fleet) -> None:
     token = user["access_token"]
     assert orders_status(fleet, token) == 200
 
-    identity_app = fleet.processes["identity"][0]
-    identity_app.stop()
+    identity = fleet.registry["identity"]
+    # identity's pod is gone (in-process mode) or its app container is (sidecar mode).
+    fleet.stop(["identity"])
+    if fleet.mode == "sidecar":
+        fleet.listen()
+        fleet.processes["identity"] = [fleet.sidecar_process(identity)]
+        fleet.processes["identity"][0].start()
+        fleet.sockets["identity"].pop("app").close()  # nothing listens where the app was
+        wait_for_http(fleet.metrics_url("identity", "sidecar"))
     try:
         # Local verification against cached keys: no call to identity on the request path.
         for _ in range(5):
@@ -87,4 +95,6 @@ def test_tokens_keep_working_while_identity_is_down(fleet: Fleet) -> None:
             with pytest.raises(httpx.ConnectError):
                 httpx.post(f"{fleet.url('identity')}/api/v1/auth/token", json=credentials)
     finally:
-        identity_app.start()
+        fleet.stop(["identity"])
+        fleet.start(identity)
+        fleet.wait_ready(identity)

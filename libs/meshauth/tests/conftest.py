@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,15 +30,18 @@ def upstream() -> Iterator[Upstream]:
 class SidecarProcess:
     """``python -m meshauth.sidecar`` as a real process on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log: Path, sock: socket.socket | None = None) -> None:
+        # With ``sock``, the sidecar serves a listening socket it inherits (``fd://N``), as under
+        # `mesh up`, whose supervisor keeps it open across restarts.
+        self.port = sock.getsockname()[1] if sock else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.log = log
+        listen = f"fd://{sock.fileno()}" if sock else f"127.0.0.1:{self.port}"
         full_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_")},
-            "MESHAUTH_SIDECAR_LISTEN": f"127.0.0.1:{self.port}",
+            "MESHAUTH_SIDECAR_LISTEN": listen,
             "MESHAUTH_SIDECAR_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
             **env,
         }
@@ -47,6 +51,7 @@ class SidecarProcess:
             env=full_env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            pass_fds=(sock.fileno(),) if sock else (),
         )
         wait_until(self._up, timeout=20)
 
@@ -73,7 +78,7 @@ class SidecarProcess:
 def start_sidecar(tmp_path: Path, identity: FakeIdentity, upstream: Upstream) -> Iterator[object]:
     started: list[SidecarProcess] = []
 
-    def start(**env: str) -> SidecarProcess:
+    def start(sock: socket.socket | None = None, **env: str) -> SidecarProcess:
         base = {
             "MESHAUTH_SIDECAR_UPSTREAM": upstream.url,
             "MESHAUTH_ISSUER": ISSUER,
@@ -82,7 +87,7 @@ def start_sidecar(tmp_path: Path, identity: FakeIdentity, upstream: Upstream) ->
             "MESHAUTH_PRINCIPAL_SECRET": PRINCIPAL_SECRET,
             "MESHAUTH_SIDECAR_SHUTDOWN_TIMEOUT": "10",
         }
-        sidecar = SidecarProcess({**base, **env}, tmp_path / f"sidecar-{len(started)}.log")
+        sidecar = SidecarProcess({**base, **env}, tmp_path / f"sidecar-{len(started)}.log", sock)
         started.append(sidecar)
         return sidecar
 

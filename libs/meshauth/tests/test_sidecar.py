@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -190,6 +191,146 @@ def test_body_and_header_caps(start_sidecar: Any, upstream: Upstream) -> None:
     # A streamed body starts flowing before its size is known, but the app never gets it whole.
     assert upstream.received == []
     assert httpx.post(f"{sidecar.url}/api/v1/orders", content=b"x" * 1000).status_code == 200
+
+
+def test_an_inherited_socket_queues_connections_until_the_next_sidecar(start_sidecar: Any) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        first = start_sidecar(sock=listener)
+        assert httpx.get(f"{first.url}/livez").status_code == 200
+        first.stop()
+        # No sidecar runs, but the socket its supervisor holds stays open: a client waits instead of
+        # being refused, and the next sidecar on the same socket answers it.
+        answers: list[httpx.Response] = []
+        waiting = threading.Thread(target=lambda: answers.append(httpx.get(f"{first.url}/livez", timeout=60)))
+        waiting.start()
+        time.sleep(0.5)
+        assert waiting.is_alive()
+        start_sidecar(sock=listener)
+        waiting.join(60)
+        assert [answer.status_code for answer in answers] == [200]
+
+
+def test_a_sidecar_replaced_on_its_socket_fails_no_request_of_a_keep_alive_client(start_sidecar: Any) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        old = start_sidecar(sock=listener)
+        statuses: list[int] = []
+        errors: list[str] = []
+        done = threading.Event()
+
+        def client() -> None:
+            # One pooled keep-alive client, as services and load balancers are.
+            with httpx.Client(timeout=10) as http:
+                while not done.is_set():
+                    try:
+                        statuses.append(http.get(f"{old.url}/livez").status_code)
+                    except httpx.HTTPError as exc:
+                        errors.append(repr(exc))
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        try:
+            time.sleep(1)
+            start_sidecar(sock=listener)  # the replacement, on the same socket
+            old.process.send_signal(signal.SIGTERM)
+            assert old.process.wait(20) == 0
+            time.sleep(1)
+        finally:
+            done.set()
+            thread.join(20)
+        assert errors == []
+        assert len(statuses) > 20
+        assert set(statuses) == {200}
+
+
+ANSWER = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class CuttingApp:
+    """Answers the first request of each connection (keep-alive), then cuts the connection on the
+    next one without answering: what a gunicorn worker that is stopping does to a pooled connection."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.answered: list[bytes] = []
+        self.cut = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _read(reader: Any) -> bytes | None:
+        length = 0
+        while True:
+            line = reader.readline()
+            if not line:
+                return None
+            if line in (b"\r\n", b"\n"):
+                return bytes(reader.read(length))
+            name, _, value = line.decode().partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            body = self._read(reader)
+            if body is None:
+                return
+            self.answered.append(body)
+            conn.sendall(
+                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            if self._read(reader) is not None:
+                self.cut += 1
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_a_request_with_an_idempotency_key_is_replayed_when_the_app_cuts_a_pooled_connection(
+    start_sidecar: Any,
+) -> None:
+    app = CuttingApp()
+    try:
+        sidecar = start_sidecar(MESHAUTH_SIDECAR_UPSTREAM=app.url)
+        body = {"items": [{"sku": "MUG-001", "qty": 1}]}
+        with httpx.Client(timeout=10) as client:
+            first = client.post(f"{sidecar.url}/api/v1/orders", json=body, headers={"Idempotency-Key": "k1"})
+            # Sent on the pooled connection, which the app cuts: tried again on a fresh one.
+            second = client.post(f"{sidecar.url}/api/v1/orders", json=body, headers={"Idempotency-Key": "k2"})
+            assert [first.status_code, second.status_code] == [201, 201]
+            assert app.cut == 1
+            assert len(app.answered) == 2
+            assert all(b"MUG-001" in answered for answered in app.answered)
+            # Without a key the app may have acted on it: the sidecar must not send it twice.
+            third = client.post(f"{sidecar.url}/api/v1/orders", json=body)
+            assert third.status_code == 502
+            assert app.cut == 2
+            assert len(app.answered) == 2
+    finally:
+        app.stop()
+
+
+@pytest.mark.parametrize("listen", ["fd://", "fd://three", "localhost"])
+def test_a_bad_listen_address_is_refused_at_start(listen: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshauth.sidecar.config import ConfigError, SidecarConfig
+
+    monkeypatch.setenv("MESHAUTH_SIDECAR_LISTEN", listen)
+    for name, value in {
+        "MESHAUTH_ISSUER": "http://identity.test",
+        "MESHAUTH_AUDIENCE": "orders",
+        "MESHAUTH_JWKS_URL": "http://identity.test/jwks",
+        "MESHAUTH_PRINCIPAL_SECRET": PRINCIPAL_SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="MESHAUTH_SIDECAR_LISTEN"):
+        SidecarConfig.from_env()
 
 
 def test_upstream_down_is_a_retryable_503_json(start_sidecar: Any) -> None:

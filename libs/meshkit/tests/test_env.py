@@ -57,7 +57,7 @@ def test_database_url_becomes_a_pooler_friendly_config(monkeypatch: pytest.Monke
     assert config["PASSWORD"] == "s:cret"
     assert (config["HOST"], config["PORT"]) == ("db.internal", "6432")
     assert config["OPTIONS"]["sslmode"] == "require"
-    assert config["OPTIONS"]["options"] == "-c search_path=orders"
+    assert config["OPTIONS"]["options"] == "-c search_path=orders -c statement_timeout=15000"
     assert config["CONN_MAX_AGE"] == 0
     assert config["CONN_HEALTH_CHECKS"] is True
     assert config["DISABLE_SERVER_SIDE_CURSORS"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from decimal import Decimal
 
@@ -371,3 +372,63 @@ def test_openapi_document_matches_the_api(client: Client) -> None:
 def test_metrics_expose_reservation_outcomes(client: Client) -> None:
     text = client.get("/metrics").content.decode()
     assert 'catalog_reservations_total{outcome="insufficient_stock"}' in text
+
+
+# -- leases: stock held by a caller that died comes back by itself ----------------------------------
+
+
+def test_an_expired_lease_puts_the_stock_back_on_the_next_read(
+    client: Client, catalog, orders_service, settings
+) -> None:
+    settings.CATALOG_RESERVATION_TTL = 0.5
+    rid = str(uuid.uuid4())
+    held = reserve(client, orders_service, [{"sku": "MUG-1", "qty": 2}], rid)
+    assert held.status_code == 201
+    assert held.json()["expires_at"] is not None
+    assert client.get(f"{PRODUCTS}/MUG-1").json()["stock"] == 3
+    time.sleep(0.7)
+    before = counter("expired")
+    # Nobody committed or released it: the next read finds the stock back, once.
+    assert client.get(f"{PRODUCTS}/MUG-1").json()["stock"] == 5
+    assert client.get(f"{PRODUCTS}/MUG-1").json()["stock"] == 5
+    assert counter("expired") == before + 1
+    assert Reservation.objects.get(reservation_id=rid).status == "released"
+    # The caller that comes back late cannot sell what it no longer holds.
+    late = post(client, f"{RESERVATIONS}/{rid}/commit", "", **orders_service)
+    assert late.status_code == 409
+    assert "released" in late.json()["detail"]
+
+
+def test_a_commit_after_expiry_but_before_reclaim_still_sells(
+    client: Client, catalog, orders_service, settings
+) -> None:
+    settings.CATALOG_RESERVATION_TTL = 0.5
+    rid = str(uuid.uuid4())
+    reserve(client, orders_service, [{"sku": "MUG-1", "qty": 2}], rid)
+    time.sleep(0.7)
+    assert post(client, f"{RESERVATIONS}/{rid}/commit", "", **orders_service).status_code == 200
+    assert client.get(f"{PRODUCTS}/MUG-1").json()["stock"] == 3
+    assert stocks()["MUG-1"] == 3
+
+
+def test_an_expired_lease_is_reclaimed_before_a_reservation_is_refused(
+    client: Client, catalog, orders_service, settings
+) -> None:
+    settings.CATALOG_RESERVATION_TTL = 0.5
+    assert reserve(client, orders_service, [{"sku": "MUG-1", "qty": 5}]).status_code == 201
+    assert reserve(client, orders_service, [{"sku": "MUG-1", "qty": 5}]).status_code == 409
+    time.sleep(0.7)
+    assert reserve(client, orders_service, [{"sku": "MUG-1", "qty": 5}]).status_code == 201
+
+
+def test_a_reservation_from_before_leases_expires_a_ttl_after_creation(
+    client: Client, catalog, orders_service, settings
+) -> None:
+    # A pod of the previous release (no expires_at) wrote it during a rolling deploy.
+    rid = str(uuid.uuid4())
+    reserve(client, orders_service, [{"sku": "MUG-1", "qty": 2}], rid)
+    Reservation.objects.filter(reservation_id=rid).update(expires_at=None)
+    assert client.get(f"{PRODUCTS}/MUG-1").json()["stock"] == 3
+    settings.CATALOG_RESERVATION_TTL = 0.5
+    time.sleep(0.7)
+    assert client.get(f"{PRODUCTS}/MUG-1").json()["stock"] == 5

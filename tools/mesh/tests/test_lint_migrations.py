@@ -64,6 +64,10 @@ def test_an_unsafe_migration_is_refused_with_its_name_and_rule(admin_url: str, t
         ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"),
     )
     migrations = tmp_path / "services/catalog/src/catalog/products/migrations"
+    # The unsafe migration follows 0001: catalog's later migrations have no part in this test.
+    for later in migrations.glob("0*.py"):
+        if not later.name.startswith("0001_"):
+            later.unlink()
     (migrations / "0002_rename_name_and_index_price.py").write_text(UNSAFE)
     with (tmp_path / "migration-lint.toml").open("a") as allow:
         allow.write(

@@ -143,6 +143,7 @@ SECTIONS: Final = {
         "One variable per entry of the service's `calls` and `reads` in `mesh.toml`.",
     ),
     "identity": ("identity", ""),
+    "catalog": ("catalog", ""),
     "orders": ("orders", ""),
     "local": ("local development and demo data", "Set by `mesh up`; never by the charts."),
 }
@@ -234,6 +235,14 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         default="",
     ),
     _v("DATABASE_CONNECT_TIMEOUT", "int", SETTINGS, "seconds", default="5"),
+    _v(
+        "DATABASE_STATEMENT_TIMEOUT",
+        "float",
+        SETTINGS,
+        "seconds a statement may run (direct connections; below gunicorn's worker timeout, so a stuck query "
+        "ends in a clean error instead of a killed worker); `migrate_locked` lifts it",
+        default="15",
+    ),
     _v("READYZ_TIMEOUT", "float", (APP,), "seconds the readiness database check may take", default="2"),
     _v(
         "PROMETHEUS_MULTIPROC_DIR",
@@ -759,6 +768,17 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         unset="`1` in sidecar mode, else `0`",
         services=("identity",),
         section="identity",
+    ),
+    # catalog
+    _v(
+        "CATALOG_RESERVATION_TTL",
+        "float",
+        SETTINGS,
+        "seconds a reservation holds stock; neither committed nor released by then, it is taken back at the "
+        "next read or reservation",
+        default="60",
+        services=("catalog",),
+        section="catalog",
     ),
     # orders
     _v(

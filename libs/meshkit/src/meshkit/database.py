@@ -77,7 +77,11 @@ def database_config(
     options = config["OPTIONS"]
     options.setdefault("connect_timeout", get_env("DATABASE_CONNECT_TIMEOUT", 5, cast=int))
     if not pooler:
-        options["options"] = f"-c search_path={schema}"
+        # statement_timeout: a database that stops answering fails the request (a clean 503) well
+        # within gunicorn's worker timeout, instead of the worker being killed mid-request. Behind
+        # PgBouncer (no startup options) the pooler's own query_timeout has to play that part.
+        statement_timeout = get_env("DATABASE_STATEMENT_TIMEOUT", 15, cast=float)
+        options["options"] = f"-c search_path={schema} -c statement_timeout={int(statement_timeout * 1000)}"
     options.setdefault("application_name", schema)
     config.update(
         CONN_MAX_AGE=get_env("DATABASE_CONN_MAX_AGE", 60, cast=int),

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +74,12 @@ bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # a pod listens on its own IP
 # (meshkit.probes tells the two apart by the listening socket).
 if get_env("METRICS_BIND", ""):
     bind.append(get_env("METRICS_BIND"))
+    if get_env("METRICS_BIND").startswith("fd://"):
+        # A socket inherited from a supervisor (`mesh up`). gunicorn closes that descriptor once it
+        # has taken the socket over, so the workers (meshkit.probes) are told its address now.
+        with socket.socket(fileno=os.dup(int(get_env("METRICS_BIND").removeprefix("fd://")))) as held:
+            host, port = held.getsockname()[:2]
+        os.environ["METRICS_BIND"] = f"{host}:{port}"
 workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
 threads = get_env("GUNICORN_THREADS", 1, cast=int)
 # gthread, even with one thread: sync workers close the connection after every request, so the
@@ -126,6 +134,26 @@ def on_starting(server: Any) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Spread the first workers' recycling points over one ``max_requests`` period.
+
+    gunicorn gives every worker ``max_requests`` plus a small random jitter, so workers started
+    together serve about as many requests and are recycled within seconds of each other: while
+    the replacements load Django, nobody serves. The first generation gets 1/N, 2/N … N/N of the
+    limit instead; replacements get the full limit, which keeps the phases N apart for good.
+    """
+    if max_requests <= 0 or worker.age > server.num_workers:
+        return
+    worker.max_requests = max(1, max_requests * worker.age // server.num_workers) + random.randint(  # noqa: S311
+        0, max_requests_jitter
+    )
+
+
+def post_worker_init(worker: Any) -> None:
+    """Say when a worker can serve: a supervisor swapping generations waits for this line."""
+    worker.log.info("Worker %s: app loaded", worker.pid)
 
 
 def child_exit(server: Any, worker: Any) -> None:

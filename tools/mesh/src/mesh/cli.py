@@ -1,6 +1,8 @@
 """The `mesh` command: run the fleet locally and manage its database.
 
 mesh up [--mode sidecar|inprocess] [--only NAME ...] [--pooler]
+mesh restart SERVICE
+mesh chaos [--clients N] [--window S] [--freeze S]
 mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
 mesh db budget [--scenario NAME] [--values SERVICE=FILE] [--server URL]
 mesh db lint-migrations [--only NAME ...]
@@ -12,7 +14,11 @@ mesh pods [--mode sidecar|inprocess] [--port-offset N]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -22,15 +28,57 @@ from types import FrameType
 
 from mesh import dbchecks
 from mesh.bootstrap import bootstrap, local_passwords, psql_script, service_url
-from mesh.fleet import Fleet
-from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, state_dir
+from mesh.control import ControlServer, send
+from mesh.fleet import Fleet, PortInUse
+from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, run_dir
 from mesh.registry import find_root, load_registry
+from mesh.supervisor import GaveUp, Supervisor
+from mesh.watchdog import guard_postgres
 
 __all__ = ["main"]
 
 
+_stdout_gone = False
+
+
+def _write(text: str) -> None:
+    """Print; a closed stdout (`make up | head`, a pipe whose reader died) must not stop the run."""
+    global _stdout_gone
+    if _stdout_gone:
+        return
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        _stdout_gone = True
+        # Later writes (and the interpreter's last flush) go nowhere instead of failing again.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
 def _say(message: str) -> None:
-    print(f"[mesh] {message}", flush=True)
+    _write(f"[mesh] {message}\n")
+
+
+class _Stopped(BaseException):
+    """A stop signal arrived while the mesh was still starting."""
+
+
+def _lock_run_dir(directory: Path) -> tuple[int | None, str]:
+    """Hold ``directory``'s lock for this run; returns the lock's fd, or None and the holder's pid."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "mesh.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return None, holder
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd, ""
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -39,55 +87,130 @@ def cmd_up(args: argparse.Namespace) -> int:
     if unknown:
         _say(f"unknown service(s): {', '.join(sorted(unknown))}")
         return 2
-    _say("starting PostgreSQL (embedded, data in .mesh/postgres)")
-    url, started_db = admin_url(registry.root)
+    run = run_dir(registry.root, args.port_offset)
+    lock, holder = _lock_run_dir(run)
+    if lock is None:
+        _say(
+            f"a mesh is already running from {run} (pid {holder}): stop it first "
+            "(Ctrl-C in its terminal), or run another beside it with --port-offset N"
+        )
+        return 1
     fleet = Fleet(
         registry=registry,
-        admin_url=url,
+        admin_url="",
         database=args.database,
-        run_dir=state_dir(registry.root) / "run",
+        run_dir=run,
         mode=args.mode,
         workers=args.workers,
         only=tuple(args.only),
         port_offset=args.port_offset,
         pooler=args.pooler,
     )
+    try:
+        fleet.listen()
+    except PortInUse as exc:
+        _say(f"{exc}: another mesh or program listens there; stop it, or use --port-offset N")
+        os.close(lock)
+        return 1
+
+    starting = True
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        if starting:
+            raise _Stopped
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    started_db = False
+    watchdog: subprocess.Popen[bytes] | None = None
+    control: ControlServer | None = None
+    supervisor = Supervisor(fleet, say=_say)
+    return_code = 0
     try:
+        _say("starting PostgreSQL (embedded, data in .mesh/postgres)")
+        fleet.admin_url, started_db = admin_url(registry.root)
+        if fleet.pgbouncer is not None:
+            fleet.pgbouncer.admin_url = fleet.admin_url
+        if started_db and not args.keep_db:
+            watchdog = guard_postgres(embedded_postgres(registry.root).home, run / "watchdog.log")
         fleet.up(progress=_say, seed=True)
+        supervisor = Supervisor(fleet, say=_say)
+        control = ControlServer(run / "control.sock")
         _print_table(fleet)
-        _say("press Ctrl-C to stop")
+        _say("press Ctrl-C to stop; `mesh restart SERVICE` replaces a service with no request lost")
+        starting = False
         while not stop.is_set():
-            for procs in fleet.processes.values():
-                for proc in procs:
-                    if not proc.alive():
-                        _say(f"{proc.name} exited; last lines of {proc.log_path}:\n{proc.tail()}")
-                        stop.set()
+            supervisor.tick()
+            for request in control.pending():
+                request.reply(_control(supervisor, request.words))
             pooler = fleet.pgbouncer.process if fleet.pgbouncer else None
             if pooler is not None and not pooler.alive():
+                # Not restarted (yet): every service's connections go through it.
                 _say(f"pgbouncer exited; last lines of {pooler.log_path}:\n{pooler.tail()}")
+                return_code = 1
                 stop.set()
-            stop.wait(1.0)
+            stop.wait(0.5)
+    except _Stopped:
+        pass
+    except GaveUp as exc:
+        _say(str(exc))
+        return_code = 1
     except Exception as exc:  # report and clean up whatever failed
         _say(f"failed: {exc}")
         return_code = 1
-    else:
-        return_code = 0
     finally:
+        starting = False
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            # A second Ctrl-C must not interrupt the cleanup half-way.
+            signal.signal(signum, signal.SIG_IGN)
+        if control is not None:
+            control.close()
         _say("stopping services")
-        fleet.stop()
+        supervisor.stop()
         # Stop the server only if this run started it: another run (or a test session) may own it.
         if started_db and not args.keep_db:
             _say("stopping PostgreSQL")
             embedded_postgres(registry.root).stop()
+        if watchdog is not None and watchdog.stdin is not None:
+            watchdog.stdin.close()
+            watchdog.wait(30)
         _say("stopped")
+        os.close(lock)
     return return_code
+
+
+def _control(supervisor: Supervisor, words: list[str]) -> str:
+    """Carry out one control request on the supervisor's thread; the answer is one line."""
+    if len(words) != 2 or words[0] != "restart":
+        return "error: expected `restart SERVICE`"
+    name = words[1]
+    if name not in supervisor.fleet.processes:
+        return f"error: no service {name!r} in this mesh ({', '.join(supervisor.fleet.processes)})"
+    _say(f"{name}: replacing (new processes first, then the old ones drain and stop)")
+    try:
+        seconds = supervisor.replace(name)
+    except Exception as exc:  # the old processes keep serving; say why
+        _say(f"{name}: replacement failed: {exc}")
+        return f"error: {exc}"
+    _say(f"{name}: replaced in {seconds:.1f} s")
+    return f"ok: {name} replaced in {seconds:.1f} s"
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    registry = load_registry(find_root())
+    path = run_dir(registry.root, args.port_offset) / "control.sock"
+    if args.service not in registry.services:
+        _say(f"unknown service: {args.service}")
+        return 2
+    try:
+        answer = send(path, f"restart {args.service}")
+    except (FileNotFoundError, ConnectionRefusedError):
+        _say(f"no mesh is running from {path.parent}; start one with `make up`")
+        return 1
+    _say(answer)
+    return 0 if answer.startswith("ok") else 1
 
 
 def _print_table(fleet: Fleet) -> None:
@@ -96,18 +219,19 @@ def _print_table(fleet: Fleet) -> None:
         base = fleet.url(service.name)
         rows.append((service.name, base, f"{base}/readyz", f"{base}/api/v1/docs"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print()
+    lines = [""]
     for index, row in enumerate(rows):
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
         if index == 0:
-            print("  " + "  ".join("-" * width for width in widths))
-    print(flush=True)
+            lines.append("  " + "  ".join("-" * width for width in widths))
+    lines.append("")
     if {"identity", "catalog", "orders"} <= set(fleet.ports):
-        print(
+        lines.append(
             _JOURNEY.format(
                 identity=fleet.url("identity"), catalog=fleet.url("catalog"), orders=fleet.url("orders")
             )
         )
+    _write("\n".join(lines) + "\n")
 
 
 _JOURNEY = """  Try it:
@@ -165,6 +289,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         json_path=args.json,
         upstream=args.upstream,
     )
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from mesh.chaos import ChaosConfig, format_report, run_chaos
+
+    config = ChaosConfig(clients=args.clients, window=args.window, freeze=args.freeze)
+    report = run_chaos(load_registry(find_root()), config, say=_say)
+    _write("\n" + format_report(report) + "\n")
+    return 0 if report.ok else 1
 
 
 def cmd_new_service(args: argparse.Namespace) -> int:
@@ -227,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
 
+    restart = sub.add_parser(
+        "restart", help="replace a service of the running `mesh up` with no request lost"
+    )
+    restart.add_argument("service")
+    restart.add_argument("--port-offset", type=int, default=0, help="the mesh's --port-offset")
+    restart.set_defaults(func=cmd_restart)
+
     test = sub.add_parser("test", help="run every test suite, each in its own pytest process")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to every pytest run")
     test.set_defaults(func=cmd_test)
@@ -247,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
     bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser(
+        "chaos", help="a mesh of its own under load while faults are injected; prints what clients saw"
+    )
+    chaos.add_argument("--clients", type=int, default=16, help="concurrent clients placing orders")
+    chaos.add_argument("--window", type=float, default=20.0, help="seconds of load after each fault")
+    chaos.add_argument("--freeze", type=float, default=30.0, help="seconds identity stays frozen")
+    chaos.set_defaults(func=cmd_chaos)
 
     new = sub.add_parser(
         "new-service",

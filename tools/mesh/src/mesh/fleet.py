@@ -6,9 +6,11 @@ database), so what the tests prove is what a developer runs.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,11 +25,35 @@ from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry, Service
 
-__all__ = ["Fleet", "ServicePorts"]
+__all__ = ["Fleet", "PortInUse", "ServicePorts"]
 
 MODES = ("sidecar", "inprocess")
 # PgBouncer's own port under `mesh up --pooler` (plus --port-offset).
 POOLER_PORT = 6432
+
+
+class PortInUse(Exception):
+    """A port of the fleet is taken: another mesh (or program) is listening there."""
+
+    def __init__(self, service: str, port: int) -> None:
+        super().__init__(f"port {port} ({service}) is already in use")
+        self.service = service
+        self.port = port
+
+
+def _listen(port: int, service: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # No SO_REUSEPORT: a second mesh on the same ports must fail here, not share the traffic.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(service, port) from None
+        raise
+    sock.listen(1024)
+    return sock
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,9 @@ class Fleet:
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: dict[str, ServicePorts] = field(default_factory=dict)
     processes: dict[str, list[ManagedProcess]] = field(default_factory=dict)
+    # The listening sockets, bound here and inherited by every generation of a service's
+    # processes: a restart never refuses a connection, and a replacement takes over the queue.
+    sockets: dict[str, dict[str, socket.socket]] = field(default_factory=dict)
     _principal_secrets: dict[str, str] = field(default_factory=dict)
     _socket_dir: str = ""
     pgbouncer: PgBouncer | None = None
@@ -83,6 +112,32 @@ class Fleet:
         if self.pooler:
             port = POOLER_PORT + self.port_offset if self.fixed_ports else 0
             self.pgbouncer = PgBouncer(self.admin_url, self.run_dir / "pgbouncer", port=port)
+
+    def listen(self) -> None:
+        """Bind every port now; raises :class:`PortInUse` (and binds none) when one is taken."""
+        try:
+            for service in self.services:
+                if service.name in self.sockets:
+                    continue
+                ports = self.ports[service.name]
+                bound = {"public": _listen(ports.public, service.name)}
+                self.sockets[service.name] = bound
+                unix = self.mode == "sidecar" and service.name in self.unix_sockets
+                if not unix:
+                    # The internal port too: a new generation serves it while the old one drains.
+                    bound["metrics"] = _listen(ports.metrics, service.name)
+                if self.mode == "sidecar" and not unix:
+                    bound["app"] = _listen(ports.app, service.name)
+                if self.mode == "sidecar":
+                    bound["sidecar_metrics"] = _listen(ports.sidecar_metrics, service.name)
+        except PortInUse:
+            self.close_sockets()
+            raise
+
+    def close_sockets(self, names: Iterable[str] | None = None) -> None:
+        for name in list(names) if names is not None else list(self.sockets):
+            for sock in self.sockets.pop(name, {}).values():
+                sock.close()
 
     @property
     def services(self) -> list[Service]:
@@ -190,42 +245,65 @@ class Fleet:
         if result.returncode != 0:
             raise RuntimeError(f"{service.name}: migrate_locked failed:\n{result.stdout}{result.stderr}")
 
-    def start(self, service: Service) -> list[ManagedProcess]:
-        ports = self.ports[service.name]
+    def app_process(self, service: Service) -> ManagedProcess:
+        """A new (not started) gunicorn process for ``service``, on the socket the fleet holds."""
+        self.listen()
         env = self.env(service)
-        logs = self.run_dir / service.name
-        bind = f"127.0.0.1:{ports.app if self.mode == 'sidecar' else ports.public}"
-        upstream = f"http://{bind}"
+        fds: tuple[int, ...] = ()
         if self.mode == "sidecar" and service.name in self.unix_sockets:
-            bind = upstream = f"unix:{self.socket_path(service)}"
-        app = ManagedProcess(
+            # gunicorn binds the unix socket itself: it unlinks the path when it stops, so a socket
+            # held here would outlive its name. While it restarts, the sidecar answers 503.
+            bind = self.upstream(service)
+        else:
+            held = self.sockets[service.name]
+            sock = held["app" if self.mode == "sidecar" else "public"]
+            bind, fds = f"fd://{sock.fileno()}", (sock.fileno(), held["metrics"].fileno())
+            # gunicorn binds no address once it is given a descriptor: both listeners are inherited.
+            env["METRICS_BIND"] = f"fd://{held['metrics'].fileno()}"
+        return ManagedProcess(
             name=f"{service.name}-app",
             argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", f"{service.name}.wsgi"),
             env={**env, "GUNICORN_BIND": bind},
-            log_path=logs / "app.log",
+            log_path=self.run_dir / service.name / "app.log",
             cwd=self.registry.service_dir(service.name),
+            pass_fds=fds,
         )
-        started = [app]
-        app.start()
+
+    def sidecar_process(self, service: Service) -> ManagedProcess:
+        """A new (not started) sidecar for ``service``, on the public socket the fleet holds."""
+        self.listen()
+        sock = self.sockets[service.name]["public"]
+        metrics = self.sockets[service.name]["sidecar_metrics"]
+        # As in the pod, the sidecar has no PROMETHEUS_MULTIPROC_DIR: with it, prometheus_client
+        # would write the sidecar's series into the app's directory and /metrics would repeat them.
+        env = {k: v for k, v in self.env(service).items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        return ManagedProcess(
+            name=f"{service.name}-sidecar",
+            argv=python_module("meshauth.sidecar"),
+            env={
+                **env,
+                "MESHAUTH_SIDECAR_LISTEN": f"fd://{sock.fileno()}",
+                "MESHAUTH_SIDECAR_UPSTREAM": self.upstream(service),
+                "MESHAUTH_SIDECAR_METRICS_LISTEN": f"fd://{metrics.fileno()}",
+            },
+            log_path=self.run_dir / service.name / "sidecar.log",
+            pass_fds=(sock.fileno(), metrics.fileno()),
+        )
+
+    def start(self, service: Service) -> list[ManagedProcess]:
+        started = [self.app_process(service)]
         if self.mode == "sidecar":
-            # As in the pod, the sidecar has no PROMETHEUS_MULTIPROC_DIR: with it, prometheus_client
-            # would write the sidecar's series into the app's directory and /metrics would repeat them.
-            sidecar_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-            sidecar = ManagedProcess(
-                name=f"{service.name}-sidecar",
-                argv=python_module("meshauth.sidecar"),
-                env={
-                    **sidecar_env,
-                    "MESHAUTH_SIDECAR_LISTEN": f"127.0.0.1:{ports.public}",
-                    "MESHAUTH_SIDECAR_UPSTREAM": upstream,
-                    "MESHAUTH_SIDECAR_METRICS_LISTEN": f"127.0.0.1:{ports.sidecar_metrics}",
-                },
-                log_path=logs / "sidecar.log",
-            )
-            sidecar.start()
-            started.append(sidecar)
+            started.append(self.sidecar_process(service))
+        for proc in started:
+            proc.start()
         self.processes[service.name] = started
         return started
+
+    def upstream(self, service: Service) -> str:
+        """Where ``service``'s sidecar sends requests: its gunicorn's TCP port or unix socket."""
+        if service.name in self.unix_sockets:
+            return f"unix:{self.socket_path(service)}"
+        return f"http://127.0.0.1:{self.ports[service.name].app}"
 
     def socket_path(self, service: Service) -> Path:
         """Where ``service``'s gunicorn listens for its sidecar (a path short enough for AF_UNIX)."""
@@ -278,5 +356,7 @@ class Fleet:
             for proc in reversed(self.processes.get(name, [])):
                 proc.stop()
             self.processes.pop(name, None)
+        # A stopped service's ports close: connecting is refused, as with no pod behind a Service.
+        self.close_sockets(chosen if names is not None else None)
         if names is None and self.pgbouncer is not None:
             self.pgbouncer.stop()

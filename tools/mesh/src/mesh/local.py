@@ -7,13 +7,20 @@ from pathlib import Path
 
 from mesh.postgres import EmbeddedPostgres
 
-__all__ = ["LOCAL_DATABASE", "admin_url", "embedded_postgres", "state_dir"]
+__all__ = ["LOCAL_DATABASE", "admin_url", "embedded_postgres", "run_dir", "state_dir"]
 
 LOCAL_DATABASE = "mesh"
 
 
 def state_dir(root: Path) -> Path:
-    return root / ".mesh"
+    """`.mesh/` at the root, or ``MESH_STATE_DIR`` (tests run a `mesh up` in a directory of their own)."""
+    override = os.environ.get("MESH_STATE_DIR")
+    return Path(override) if override else root / ".mesh"
+
+
+def run_dir(root: Path, port_offset: int = 0) -> Path:
+    """Logs, the lock and the control socket of one `mesh up`; a second mesh (offset) has its own."""
+    return state_dir(root) / ("run" if port_offset == 0 else f"run-{port_offset}")
 
 
 def embedded_postgres(root: Path) -> EmbeddedPostgres:

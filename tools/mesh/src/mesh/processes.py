@@ -1,24 +1,51 @@
 """Start, watch and stop the mesh's processes: gunicorn and its sidecar per service.
 
 Everything runs in its own process group, so stopping a service ends the gunicorn master, its
-workers and nothing else; only PIDs started here are ever signalled.
+workers and nothing else; only PIDs started here are ever signalled. Every child also asks the
+kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so no child outlives `mesh up`
+however it ends, even by SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-__all__ = ["ManagedProcess", "wait_for_http"]
+__all__ = ["ManagedProcess", "die_with_parent", "wait_for_http"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``signum`` when the thread that started it ends.
+
+    The signal is tied to the forking *thread*, so children must be started from a thread that
+    lives as long as they should (the supervisor's main thread). Linux only; elsewhere a no-op.
+    """
+    parent = os.getpid()
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name and sys.platform == "linux" else None
+
+    def preexec() -> None:
+        if libc is None:
+            return
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:
+            # The parent died between fork and prctl: the signal will never come.
+            os._exit(1)
+
+    return preexec
 
 
 @dataclass
@@ -30,7 +57,10 @@ class ManagedProcess:
     env: Mapping[str, str]
     log_path: Path
     cwd: Path | None = None
+    # Inherited file descriptors: the listening sockets the supervisor owns (same numbers).
+    pass_fds: tuple[int, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    started_at: float = 0.0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,9 +74,12 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                pass_fds=self.pass_fds,
+                preexec_fn=die_with_parent(),  # started from the supervisor's thread
             )
         finally:
             log.close()
+        self.started_at = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -56,6 +89,20 @@ class ManagedProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_at if self.started_at else 0.0
+
+    def kill_group(self, signum: int = signal.SIGKILL) -> None:
+        """Signal what is left of the process group, even when its leader is gone (orphan workers)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
 
     def signal(self, signum: int) -> None:
         """Signal the whole process group this process leads (gunicorn master and its workers)."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -116,14 +118,18 @@ def django_db_setup(django_db_blocker: Any) -> None:
 
 
 @pytest.fixture
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+def private_postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server of this test's own, which the test may stop and start at will."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's tmp_path: every pytest session on the host resets that tree to mode 0700,
+    # which would lock the server's own (unprivileged) user out of its data directory.
+    home = Path(tempfile.mkdtemp(prefix="mesh-pg-"))
+    server = EmbeddedPostgres(home)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 
 import uvloop
@@ -18,6 +19,9 @@ __all__ = ["main", "serve"]
 
 log = logging.getLogger("meshauth.sidecar")
 
+# How long a stopping sidecar keeps answering on open connections (with Connection: close).
+DRAIN_SECONDS = 6.0
+
 
 async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (SIGTERM/SIGINT set it when not given)."""
@@ -27,25 +31,40 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(signum, stop.set)
     sidecar = Sidecar(config)
     await sidecar.start()
-    runner = web.ServerRunner(create_server(sidecar), shutdown_timeout=config.shutdown_timeout)
+    server = create_server(sidecar)
+    runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
+    site: web.BaseSite
+    if config.listen_fd is not None:
+        # A socket its supervisor keeps open across restarts: connections queue instead of being
+        # refused while no sidecar runs, and a replacement takes over with none lost.
+        site = web.SockSite(runner, socket.socket(fileno=config.listen_fd))
+    else:
+        site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
     await site.start()
     metrics_runner = web.ServerRunner(create_metrics_server(sidecar), shutdown_timeout=1)
     await metrics_runner.setup()
-    await web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port).start()
-    log.info(
-        "listening on %s:%s (metrics on %s:%s), upstream %s",
-        config.listen_host,
-        config.listen_port,
-        config.metrics_host,
-        config.metrics_port,
-        config.upstream,
-    )
+    metrics_site: web.BaseSite
+    if config.metrics_fd is not None:
+        metrics_site = web.SockSite(metrics_runner, socket.socket(fileno=config.metrics_fd))
+    else:
+        metrics_site = web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port)
+    await metrics_site.start()
+    log.info("listening on %s (metrics on %s), upstream %s", site.name, metrics_site.name, config.upstream)
     await stop.wait()
     log.info("stopping: no new connections, draining in-flight requests")
-    # cleanup() closes the listening socket first, then waits (up to shutdown_timeout) for the
-    # requests being served; idle keep-alive connections are closed. Metrics are scraped until then.
+    # Close the listening socket (a replacement on the same socket takes the new connections),
+    # then keep serving open connections for a while, answering with Connection: close: a client
+    # that reuses a keep-alive connection at the moment it is closed sees an error, so connections
+    # are closed after an answer, or once idle longer than clients keep them (httpx: 5 s).
+    # Metrics are scraped until the end.
+    sidecar.draining = True
+    await site.stop()
+    deadline = loop.time() + min(DRAIN_SECONDS, config.shutdown_timeout)
+    while server.connections and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    # cleanup() waits (up to shutdown_timeout) for the requests still being served, then closes
+    # whatever idle connection is left.
     await runner.cleanup()
     await metrics_runner.cleanup()
     await sidecar.close()

@@ -55,10 +55,15 @@ def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IP
         raise ConfigError(f"{name}: {exc} (a comma-separated list of addresses or CIDRs)") from None
 
 
-def _host_port(name: str, raw: str) -> tuple[str, int]:
+def _host_port(name: str, raw: str, *, inherited: bool = False) -> tuple[str, int]:
+    if inherited and raw.startswith("fd://"):
+        # A listening socket inherited from a supervisor (as gunicorn's ``fd://``); port is unused.
+        if not raw.removeprefix("fd://").isdigit():
+            raise ConfigError(f"{name}={raw!r} must be host:port or fd://N.")
+        return raw, 0
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit():
-        raise ConfigError(f"{name}={raw!r} must be host:port.")
+        raise ConfigError(f"{name}={raw!r} must be host:port{' or fd://N' if inherited else ''}.")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - the sidecar is the pod's front door
 
 
@@ -99,14 +104,26 @@ class SidecarConfig:
         """The app's unix socket path (``unix:/path`` upstream), or ``""`` for a TCP upstream."""
         return self.upstream.removeprefix(UNIX_PREFIX) if self.upstream.startswith(UNIX_PREFIX) else ""
 
+    @property
+    def listen_fd(self) -> int | None:
+        """The inherited socket's descriptor when ``MESHAUTH_SIDECAR_LISTEN`` is ``fd://N``."""
+        return _fd(self.listen_host)
+
+    @property
+    def metrics_fd(self) -> int | None:
+        """The inherited socket's descriptor when ``MESHAUTH_SIDECAR_METRICS_LISTEN`` is ``fd://N``."""
+        return _fd(self.metrics_host)
+
     @classmethod
     def from_env(cls) -> SidecarConfig:
         """Read and validate the environment; raises :class:`ConfigError`."""
         listen_host, listen_port = _host_port(
-            "MESHAUTH_SIDECAR_LISTEN", env("MESHAUTH_SIDECAR_LISTEN", "0.0.0.0:8000")
+            "MESHAUTH_SIDECAR_LISTEN", env("MESHAUTH_SIDECAR_LISTEN", "0.0.0.0:8000"), inherited=True
         )
         metrics_host, metrics_port = _host_port(
-            "MESHAUTH_SIDECAR_METRICS_LISTEN", env("MESHAUTH_SIDECAR_METRICS_LISTEN", "0.0.0.0:9091")
+            "MESHAUTH_SIDECAR_METRICS_LISTEN",
+            env("MESHAUTH_SIDECAR_METRICS_LISTEN", "0.0.0.0:9091"),
+            inherited=True,
         )
         upstream = _upstream(env("MESHAUTH_SIDECAR_UPSTREAM", "http://127.0.0.1:8080"))
         config = cls(
@@ -149,6 +166,10 @@ class SidecarConfig:
         if any(not path.startswith("/") for path in config.public_paths):
             raise ConfigError("MESHAUTH_PUBLIC_PATHS entries must start with '/'.")
         return config
+
+
+def _fd(host: str) -> int | None:
+    return int(host.removeprefix("fd://")) if host.startswith("fd://") else None
 
 
 def _upstream(raw: str) -> str:

@@ -183,6 +183,9 @@ class Sidecar:
         # Which inbound header names are dropped, decided once per name (bounded: names are the
         # client's choice).
         self._dropped: dict[str, bool] = {}
+        # Set on SIGTERM once the listening socket is closed: every answer then says
+        # ``Connection: close``, so clients open their next connection to the replacement.
+        self.draining = False
         self._session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -244,6 +247,8 @@ class Sidecar:
         try:
             response = await self._serve(request, target)
             status = response.status
+            if self.draining and not response.prepared:
+                response.force_close()
             return response
         finally:
             self.metrics.active_requests.dec()
@@ -399,9 +404,12 @@ class Sidecar:
             query_string=target.raw_query,
             encoded=True,
         )
-        # A pooled connection the app just closed fails before anything was sent: a request
-        # without a body can safely be tried once more on a fresh connection.
-        attempts = 1 if body is not None else 2
+        # A pooled connection the app just closed (a worker recycled or stopping) fails before the
+        # app read anything: a request without a body can safely be tried once more on a fresh
+        # connection. So can one the app deduplicates (an Idempotency-Key, as Go's net/http
+        # decides too) if its body is small: the buffered bytes are sent again as they are.
+        replayable = body is None or (len(body) <= _BUFFER_LIMIT and "Idempotency-Key" in request.headers)
+        attempts = 2 if replayable else 1
         for attempt in range(attempts):
             try:
                 upstream = await self._session.request(
@@ -458,6 +466,8 @@ class Sidecar:
                 status, reason = upstream.status, upstream.reason
                 return web.Response(status=status, reason=reason, headers=headers, body=head)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if self.draining:
+            response.force_close()
         try:
             await response.prepare(request)
             if head:

@@ -96,6 +96,7 @@ def create_category(request: HttpRequest, payload: CategoryIn) -> Status[Any]:
 @router.get("products", response={200: ProductPage, 400: Invalid}, tags=["products"], summary="List products")
 def list_products(request: HttpRequest, filters: Query[ProductFilters]) -> dict[str, Any]:
     """Active products, filtered by category slug and a search in sku, name and description."""
+    reservations.reclaim_expired()  # the stock shown includes what expired leases held
     queryset = _products().filter(active=True)
     if filters.category:
         queryset = queryset.filter(category__slug=filters.category)
@@ -117,6 +118,7 @@ def list_products(request: HttpRequest, filters: Query[ProductFilters]) -> dict[
     "products/{sku}", response={200: ProductOut, 404: Detail}, tags=["products"], summary="One product"
 )
 def get_product(request: HttpRequest, sku: str) -> Product:
+    reservations.reclaim_expired()
     return _product_or_404(sku)
 
 
@@ -174,6 +176,7 @@ def _reservation_out(reservation: Reservation) -> dict[str, Any]:
         "items": list(reservation.lines.all()),
         "total": reservations.total(reservation),
         "created_at": reservation.created_at,
+        "expires_at": reservation.expires_at,
     }
 
 
@@ -195,6 +198,9 @@ RESERVATION_ERRORS: dict[int, Any] = {
 )
 def create_reservation(request: HttpRequest, payload: ReservationIn) -> Status[Any]:
     """Idempotent on ``reservation_id``: a retry returns the first result and reserves nothing twice.
+
+    The stock is held until ``expires_at`` (``CATALOG_RESERVATION_TTL``, 60 s by default): commit
+    or release before then, or catalog puts it back on sale.
 
     400 with ``skus`` names unknown or inactive products; 409 with ``skus`` names those short of
     stock (nothing is reserved then); 422 means the id was used with other items.

@@ -76,11 +76,21 @@ class Reservation(models.Model):
     reservation_id = models.UUIDField(unique=True)
     client_id = models.CharField(max_length=200, blank=True, help_text="The service that made it.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RESERVED)
+    # The lease: a reservation still held after this is taken back (stock returned, status
+    # released). Nullable, so rows written by a release before it existed stay valid: those
+    # expire ``CATALOG_RESERVATION_TTL`` after ``created_at``.
+    expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # Finding expired leases is one index scan over held reservations only.
+            models.Index(
+                fields=["expires_at"], condition=Q(status="reserved"), name="reservation_held_expiry"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.reservation_id} ({self.status})"

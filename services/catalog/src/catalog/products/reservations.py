@@ -3,17 +3,25 @@
 Every path that changes stock locks the products' rows (``SELECT … FOR UPDATE``) in sku order, so
 two reservations touching the same products queue instead of deadlocking, and each sees the
 stock the other left. The CHECK constraint on ``stock`` backs this up in the database itself.
+
+A reservation is a lease: held stock that is neither committed nor released within
+``CATALOG_RESERVATION_TTL`` seconds goes back on sale, whatever became of the caller. Expired
+leases are taken back lazily, by the next reservation or product read, so stock is never shown
+or refused while held by a lease that has run out; a commit that comes before that still wins.
 """
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.utils import timezone
 from prometheus_client import Counter
 
 from catalog.products.models import Product, Reservation, ReservationLine
@@ -31,7 +39,8 @@ UNKNOWN_SKU = "unknown_sku"
 CONFLICT = "conflict"
 COMMITTED = "committed"
 RELEASED = "released"
-OUTCOMES = (RESERVED, REPLAYED, INSUFFICIENT_STOCK, UNKNOWN_SKU, CONFLICT, COMMITTED, RELEASED)
+EXPIRED = "expired"
+OUTCOMES = (RESERVED, REPLAYED, INSUFFICIENT_STOCK, UNKNOWN_SKU, CONFLICT, COMMITTED, RELEASED, EXPIRED)
 for _outcome in OUTCOMES:
     # Present from the first scrape, so rate() and absent() alerts work before the first event.
     RESERVATIONS.labels(_outcome)
@@ -105,8 +114,47 @@ def _lock_products(skus: Sequence[str]) -> list[Product]:
     return list(Product.objects.select_for_update().filter(sku__in=sorted(set(skus))).order_by("sku"))
 
 
+def lease() -> datetime.timedelta:
+    return datetime.timedelta(seconds=settings.CATALOG_RESERVATION_TTL)
+
+
+def _expired(now: datetime.datetime) -> Q:
+    # A NULL expires_at is a row from before leases existed: it expires a TTL after its creation.
+    return Q(status=Reservation.Status.RESERVED) & (
+        Q(expires_at__lte=now) | Q(expires_at__isnull=True, created_at__lte=now - lease())
+    )
+
+
+def reclaim_expired(limit: int = 100) -> int:
+    """Put the stock of expired leases back on sale; returns how many were taken back."""
+    now = timezone.now()
+    ids = list(Reservation.objects.filter(_expired(now)).values_list("reservation_id", flat=True)[:limit])
+    reclaimed = 0
+    for reservation_id in ids:
+        with transaction.atomic():
+            # Re-checked under the row lock: a commit or release may have come first.
+            held = Reservation.objects.select_for_update().filter(_expired(now))
+            reservation = held.filter(reservation_id=reservation_id).first()
+            if reservation is None:
+                continue
+            _give_back(reservation)
+        RESERVATIONS.labels(EXPIRED).inc()
+        reclaimed += 1
+    return reclaimed
+
+
+def _give_back(reservation: Reservation) -> None:
+    lines = list(reservation.lines.all())
+    _lock_products([line.sku for line in lines])
+    for line in lines:
+        Product.objects.filter(pk=line.product_id).update(stock=F("stock") + line.qty)
+    reservation.status = Reservation.Status.RELEASED
+    reservation.save(update_fields=["status", "updated_at"])
+
+
 def reserve(reservation_id: uuid.UUID, items: Sequence[Item], client_id: str = "") -> Outcome:
     """Hold ``items`` under ``reservation_id``; a repeat of the same request returns the first result."""
+    reclaim_expired()
     try:
         outcome = _reserve(reservation_id, items, client_id)
     except ReservationError as exc:
@@ -139,7 +187,9 @@ def _reserve(reservation_id: uuid.UUID, items: Sequence[Item], client_id: str) -
         short = [item.sku for item in items if products[item.sku].stock < item.qty]
         if short:
             raise InsufficientStock("Insufficient stock.", short)
-        reservation = Reservation.objects.create(reservation_id=reservation_id, client_id=client_id)
+        reservation = Reservation.objects.create(
+            reservation_id=reservation_id, client_id=client_id, expires_at=timezone.now() + lease()
+        )
         lines = []
         for item in items:
             product = products[item.sku]
@@ -194,12 +244,7 @@ def release(reservation_id: uuid.UUID, client_id: str = "") -> Reservation:
             if reservation.status == Reservation.Status.COMMITTED:
                 raise ReservationConflict(f"Reservation {reservation_id} was committed.")
             if reservation.status == Reservation.Status.RESERVED:
-                lines = list(reservation.lines.all())
-                _lock_products([line.sku for line in lines])
-                for line in lines:
-                    Product.objects.filter(pk=line.product_id).update(stock=F("stock") + line.qty)
-                reservation.status = Reservation.Status.RELEASED
-                reservation.save(update_fields=["status", "updated_at"])
+                _give_back(reservation)
                 RESERVATIONS.labels(RELEASED).inc()
             return reservation
     except IntegrityError:

@@ -165,3 +165,4 @@ class ReservationOut(Schema):
     items: list[LineOut]
     total: PriceOut
     created_at: datetime.datetime
+    expires_at: datetime.datetime | None = None

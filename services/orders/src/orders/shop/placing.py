@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -77,6 +78,10 @@ class OrderFailed(Exception):
         return {"detail": self.detail, **self.extra}
 
 
+class StockLost(OrderFailed):
+    """catalog released the reservation (its lease expired, or orders released it) before the commit."""
+
+
 @dataclass(frozen=True)
 class Placed:
     order: Order
@@ -96,6 +101,7 @@ def stale_after() -> datetime.timedelta:
 
 def place_order(user_id: str, key: str, items: Sequence[Item], client: CatalogClient) -> Placed:
     fingerprint = request_hash(items)
+    lost: StockLost | None = None
     for _ in range(2):
         try:
             with transaction.atomic():
@@ -108,9 +114,28 @@ def place_order(user_id: str, key: str, items: Sequence[Item], client: CatalogCl
             if placed is not None:
                 return placed
             continue
-        return Placed(_place(order, items, client), replayed=False)
-    raise OrderFailed(
-        409, "Another request with this Idempotency-Key is in progress; retry shortly.", retry_after=2
+        try:
+            return Placed(_place(order, items, client), replayed=False)
+        except StockLost as exc:
+            # We were slower than catalog's lease and the claim is gone: reserve afresh, once.
+            lost = exc
+            continue
+    raise lost or _in_progress(None)
+
+
+def _in_progress(existing: Order | None) -> OrderFailed:
+    """409 for a key whose attempt is still running, with the real wait in Retry-After.
+
+    A live attempt ends within ``stale_after``; one that died mid-way (its worker killed) is
+    taken over by the first retry after that. So the wait is what is left of ``stale_after``.
+    """
+    wait = 1.0
+    if existing is not None:
+        wait = (existing.updated_at + stale_after() - timezone.now()).total_seconds()
+    return OrderFailed(
+        409,
+        "Another request with this Idempotency-Key is in progress; retry after the time in Retry-After.",
+        retry_after=max(1, math.ceil(wait)),
     )
 
 
@@ -132,10 +157,12 @@ def _resume(existing: Order, fingerprint: str, client: CatalogClient) -> Placed 
         return None
     if existing.status == Order.Status.RESERVED:
         # Lines are stored and catalog holds the stock: finishing is what the client asked for.
-        return Placed(_commit(existing, client), replayed=True)
-    raise OrderFailed(
-        409, "Another request with this Idempotency-Key is in progress; retry shortly.", retry_after=2
-    )
+        try:
+            return Placed(_commit(existing, client), replayed=True)
+        except StockLost:
+            # The attempt died and its lease ran out at catalog; its claim is gone: start afresh.
+            return None
+    raise _in_progress(existing)
 
 
 def _place(order: Order, items: Sequence[Item], client: CatalogClient) -> Order:
@@ -255,9 +282,7 @@ def _commit(order: Order, client: CatalogClient) -> Order:
             # Released or unknown at catalog: the stock is not ours, so the order cannot stand.
             _drop_claim(order)
             ORDER_FAILURES.labels("catalog_error").inc()
-            raise OrderFailed(
-                502, "catalog no longer holds this order's stock; no order was placed."
-            ) from None
+            raise StockLost(502, "catalog no longer holds this order's stock; no order was placed.") from None
         reason = f"catalog refused the commit (HTTP {exc.status})"
     except CatalogError as exc:
         reason = f"catalog could not commit ({exc})"

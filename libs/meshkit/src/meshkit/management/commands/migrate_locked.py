@@ -68,6 +68,9 @@ class Command(BaseCommand):
                     f"Another migration held the lock for more than {options['wait']} s: {exc}"
                 ) from exc
             cursor.execute("SET lock_timeout = %s", [f"{int(options['lock_timeout'] * 1000)}ms"])
+            # A schema change on a big table may rightly run longer than any request may;
+            # lock_timeout, not statement_timeout, is what protects the live traffic here.
+            cursor.execute("SET statement_timeout = 0")
         try:
             self.stdout.write("Lock acquired; migrating.")
             call_command(
@@ -82,3 +85,4 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
                 cursor.execute("RESET lock_timeout")
+                cursor.execute("RESET statement_timeout")

@@ -1,0 +1,34 @@
+"""gunicorn's shared config: the first workers' recycling points are spread over one period."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from meshkit import gunicorn as config
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_the_first_workers_recycle_at_spread_points_and_replacements_keep_the_full_limit(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "max_requests", 1000)
+    monkeypatch.setattr(config, "max_requests_jitter", 0)
+    server = SimpleNamespace(num_workers=workers)
+    first = [SimpleNamespace(age=age, max_requests=1000) for age in range(1, workers + 1)]
+    for worker in first:
+        config.post_fork(server, worker)
+    limits = [worker.max_requests for worker in first]
+    # 1/N, 2/N … N/N of the limit: one recycling every 1000/N requests, never all at once.
+    assert limits == [1000 * age // workers for age in range(1, workers + 1)]
+    replacement = SimpleNamespace(age=workers + 1, max_requests=1042)
+    config.post_fork(server, replacement)
+    assert replacement.max_requests == 1042  # gunicorn's own limit and jitter
+
+
+def test_recycling_turned_off_stays_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "max_requests", 0)
+    worker = SimpleNamespace(age=1, max_requests=2**63 - 1)
+    config.post_fork(SimpleNamespace(num_workers=2), worker)
+    assert worker.max_requests == 2**63 - 1
