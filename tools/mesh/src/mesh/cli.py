@@ -30,6 +30,7 @@ from mesh import dbchecks
 from mesh.bootstrap import bootstrap, local_passwords, psql_script, service_url
 from mesh.control import ControlServer, send
 from mesh.fleet import Fleet, PortInUse
+from mesh.journey import JOURNEY
 from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, run_dir
 from mesh.registry import find_root, load_registry
 from mesh.supervisor import GaveUp, Supervisor
@@ -227,25 +228,11 @@ def _print_table(fleet: Fleet) -> None:
     lines.append("")
     if {"identity", "catalog", "orders"} <= set(fleet.ports):
         lines.append(
-            _JOURNEY.format(
+            JOURNEY.format(
                 identity=fleet.url("identity"), catalog=fleet.url("catalog"), orders=fleet.url("orders")
             )
         )
     _write("\n".join(lines) + "\n")
-
-
-_JOURNEY = """  Try it:
-    curl -s -X POST {identity}/api/v1/auth/signup -H 'Content-Type: application/json' \\
-         -d '{{"email": "ada@example.com", "password": "correct horse battery"}}'
-    TOKEN=$(curl -s -X POST {identity}/api/v1/auth/token -H 'Content-Type: application/json' \\
-         -d '{{"email": "ada@example.com", "password": "correct horse battery"}}' \\
-         | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-    curl -s {catalog}/api/v1/products
-    curl -s -X POST {orders}/api/v1/orders -H "Authorization: Bearer $TOKEN" \\
-         -H 'Idempotency-Key: first-order' -H 'Content-Type: application/json' \\
-         -d '{{"items": [{{"sku": "MUG-001", "qty": 2}}]}}'
-    curl -s {orders}/api/v1/orders -H "Authorization: Bearer $TOKEN"
-"""
 
 
 def cmd_db(args: argparse.Namespace) -> int:

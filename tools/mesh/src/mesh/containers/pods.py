@@ -42,6 +42,7 @@ from mesh.containers.kube import (
     pod_values,
 )
 from mesh.containers.podman import Podman, PodmanError
+from mesh.journey import JOURNEY
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service
 
@@ -394,20 +395,6 @@ def _superuser_password(admin_url: str) -> str:
     return unquote(urlsplit(admin_url).password or "")
 
 
-_JOURNEY = """  Try it:
-    curl -s -X POST {identity}/api/v1/auth/signup -H 'Content-Type: application/json' \\
-         -d '{{"email": "ada@example.com", "password": "correct horse battery"}}'
-    TOKEN=$(curl -s -X POST {identity}/api/v1/auth/token -H 'Content-Type: application/json' \\
-         -d '{{"email": "ada@example.com", "password": "correct horse battery"}}' \\
-         | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-    curl -s {catalog}/api/v1/products
-    curl -s -X POST {orders}/api/v1/orders -H "Authorization: Bearer $TOKEN" \\
-         -H 'Idempotency-Key: first-order' -H 'Content-Type: application/json' \\
-         -d '{{"items": [{{"sku": "MUG-001", "qty": 2}}]}}'
-    curl -s {orders}/api/v1/orders -H "Authorization: Bearer $TOKEN"
-"""
-
-
 def print_summary(run: PodsRun) -> None:
     print()
     print("  pods (podman kube play, host network on 127.0.0.1):")
@@ -427,9 +414,7 @@ def print_summary(run: PodsRun) -> None:
     print(f"\n  all ready {run.timings['all ready']:.1f} s after start\n")
     if {"identity", "catalog", "orders"} <= set(run.ports):
         print(
-            _JOURNEY.format(
-                identity=run.url("identity"), catalog=run.url("catalog"), orders=run.url("orders")
-            )
+            JOURNEY.format(identity=run.url("identity"), catalog=run.url("catalog"), orders=run.url("orders"))
         )
     print("  differences from `helm install` (mesh pods --explain):", flush=True)
 
