@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -15,11 +14,12 @@ import psutil
 import pytest
 
 from mesh.bootstrap import drop_database
+from mesh.testing import free_port_offset
 
 
 @pytest.fixture
 def mesh_up(admin_url: str, mesh_registry):
-    offset = random.randint(20_000, 30_000)  # noqa: S311 - a port, not a secret
+    offset = free_port_offset(mesh_registry)
     database = f"test_up_{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mesh", "up", "--port-offset", str(offset), "--database", database],

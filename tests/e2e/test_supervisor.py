@@ -9,7 +9,6 @@ an embedded PostgreSQL of its own.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
@@ -25,7 +24,11 @@ import httpx
 import psutil
 import pytest
 
+from mesh.registry import load_registry
+from mesh.testing import free_port_offset
+
 # identity alone, one worker: the cheapest mesh that has every kind of process.
+REPO = Path(__file__).resolve().parents[2]
 UP = [sys.executable, "-m", "mesh", "up", "--only", "identity", "--workers", "1"]
 
 
@@ -71,7 +74,7 @@ class MeshUp:
 
 
 def _offset() -> int:
-    return random.randint(20_000, 30_000)  # noqa: S311 - a port, not a secret
+    return free_port_offset(load_registry(REPO))
 
 
 def start_mesh(state: Path, offset: int | None = None) -> MeshUp:
@@ -79,7 +82,7 @@ def start_mesh(state: Path, offset: int | None = None) -> MeshUp:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_ADMIN_URL"}
     proc = subprocess.Popen(
         [*UP, "--port-offset", str(offset)],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
         env={**env, "MESH_STATE_DIR": str(state)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import pytest
 
 from mesh.containers.podman import missing_tools
 from mesh.registry import find_root, load_registry
-from mesh.testing import tool_missing
+from mesh.testing import free_port_offset, tool_missing
 
 REPO = find_root(Path(__file__).parent)
 CONF = REPO / "containers" / "containers.conf"
@@ -44,23 +43,6 @@ def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         check=check,
         timeout=120,
     )
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_offset(ports: list[int], taken: set[int]) -> int:
-    """An offset from 2000 up under which every port the mesh needs is free."""
-    for offset in range(2000, 20000, 50):
-        if offset not in taken and all(_free(p + offset) for p in ports):
-            return offset
-    raise RuntimeError("no free port range")
 
 
 @dataclass
@@ -81,10 +63,9 @@ class PodsRun:
         return re.findall(r"^    (\S+-pod-0)\s", self.text(), re.MULTILINE)
 
 
-def _start(mode: str, tmp: Path, taken: set[int]) -> PodsRun:
+def _start(mode: str, tmp: Path) -> PodsRun:
     registry = load_registry(REPO)
-    ports = [p for s in registry for p in (s.port, s.app_port, s.metrics_port, s.sidecar_metrics_port)]
-    offset = free_offset(ports, taken)
+    offset = free_port_offset(registry)
     output = tmp / "mesh-pods.log"
     # Not under pytest's tmp: other pytest sessions reset its root to 0700, which the server's own
     # unprivileged user then cannot traverse.
@@ -151,8 +132,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PodsRun
     started: dict[str, PodsRun] = {}
     try:
         for mode in ("sidecar", "inprocess"):
-            taken = {run.offset for run in started.values()}
-            started[mode] = _start(mode, tmp_path_factory.mktemp(f"pods-{mode}"), taken)
+            started[mode] = _start(mode, tmp_path_factory.mktemp(f"pods-{mode}"))
         for run in started.values():
             _wait_up(run)
         yield started

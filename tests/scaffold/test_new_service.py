@@ -17,7 +17,6 @@ started empty.
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import signal
@@ -37,6 +36,7 @@ import pytest
 from mesh.bootstrap import drop_database
 from mesh.registry import load_registry
 from mesh.scaffold.names import next_port
+from mesh.testing import free_port_offset
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = load_registry(REPO)
@@ -288,7 +288,7 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
 
 
 def test_mesh_up_serves_the_whole_fleet_with_the_new_service(generated: Generated, admin_url: str) -> None:
-    offset = random.randint(20_000, 30_000)  # noqa: S311 - a port, not a secret
+    offset = free_port_offset(load_registry(generated.root))
     database = f"test_scaffold_{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(
         [generated.python, "-m", "mesh", "up", "--port-offset", str(offset), "--database", database],

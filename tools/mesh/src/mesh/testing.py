@@ -14,22 +14,32 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
+import socket
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
 from mesh.bootstrap import bootstrap, drop_database, local_passwords, service_url
+from mesh.fleet import POOLER_PORT
 from mesh.local import embedded_postgres
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service, find_root, load_registry
 
-__all__ = ["django_db_setup", "private_postgres", "test_admin_url", "tool_missing"]
+__all__ = ["django_db_setup", "free_port_offset", "private_postgres", "test_admin_url", "tool_missing"]
 
 _state: dict[str, Any] = {}
+
+# Offsets a test fleet runs on: above the default fleet's ports (8001 up, internal ports to 11xxx),
+# and below the kernel's ephemeral range (32768 up), where any outgoing connection on the machine
+# may take a port at any moment; that is how a fixed random offset collided before.
+_FIRST_OFFSET = 4000
+_EPHEMERAL_FLOOR = 32768
+_offsets_given: set[int] = set()
 
 
 def tool_missing(message: str) -> NoReturn:
@@ -40,6 +50,33 @@ def tool_missing(message: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{message}, and CI=true: the CI run must install it")
     pytest.skip(message)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_offset(registry: Registry, extra_ports: Iterable[int] = ()) -> int:
+    """A ``--port-offset`` under which every port the fleet binds is free now.
+
+    Each call in a session gets another offset; the start is random, so that pytest sessions on one
+    machine rarely try the same ranges.
+    """
+    ports = [POOLER_PORT, *extra_ports]
+    for service in registry:
+        ports += [service.port, service.app_port, service.metrics_port, service.sidecar_metrics_port]
+    candidates = list(range(_FIRST_OFFSET, _EPHEMERAL_FLOOR - max(ports), 10))
+    start = random.randrange(len(candidates))  # noqa: S311 - a port, not a secret
+    for offset in candidates[start:] + candidates[:start]:
+        if offset not in _offsets_given and all(_free(port + offset) for port in ports):
+            _offsets_given.add(offset)
+            return offset
+    raise RuntimeError("no port offset leaves every port of the fleet free on 127.0.0.1")
 
 
 def test_admin_url() -> str:
