@@ -18,6 +18,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from meshkit import heartbeat
 from meshkit.env import get_env
 
 # Requests whose access lines are noise: probes every few seconds and Prometheus scrapes.
@@ -134,6 +135,15 @@ def on_starting(server: Any) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def when_ready(server: Any) -> None:
+    """Do not kill workers for a heartbeat missed while the whole container was paused.
+
+    A paused container (SIGSTOP, the cgroup freezer, a suspended VM) resumes with every heartbeat
+    file as old as the pause, and gunicorn would kill every worker for "WORKER TIMEOUT" at once.
+    """
+    heartbeat.install(server)
 
 
 def post_fork(server: Any, worker: Any) -> None:
