@@ -92,6 +92,8 @@ class SidecarConfig:
     http_timeout: float = 2.0
     jwks_cache_file: str = ""
     upstream_timeout: float = 60.0
+    # An app silent this long, and deaf to /livez, is stalled (meshauth.sidecar.stall); 0: never.
+    stall_timeout: float = 10.0
     body_timeout: float = 30.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     upstream_connections: int = 100
@@ -148,6 +150,7 @@ class SidecarConfig:
             jwks_cache_file=os.environ.get("MESHAUTH_JWKS_CACHE_FILE", ""),
             http_timeout=env_number("MESHAUTH_HTTP_TIMEOUT", "2"),
             upstream_timeout=env_number("MESHAUTH_SIDECAR_UPSTREAM_TIMEOUT", "60"),
+            stall_timeout=env_number("MESHAUTH_SIDECAR_STALL_TIMEOUT", "10"),
             body_timeout=env_number("MESHAUTH_SIDECAR_BODY_TIMEOUT", "30"),
             trusted_proxies=_networks(
                 "MESHAUTH_SIDECAR_TRUSTED_PROXIES", env("MESHAUTH_SIDECAR_TRUSTED_PROXIES", "")

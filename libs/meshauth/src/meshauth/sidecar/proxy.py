@@ -55,6 +55,7 @@ from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
 from meshauth.sidecar.protocol import SidecarServer
+from meshauth.sidecar.stall import StallGuard
 from meshauth.sidecar.target import BadTarget, Target, parse_target
 from meshauth.sidecar.upstream import open_pool, origin
 from meshauth.verifier import Verifier
@@ -67,6 +68,8 @@ METRICS_PATH: Final = "/metrics/sidecar"
 # Probe traffic would drown the signal in the request metrics and the access log. Exact paths: a
 # prefix would let ``/livezX/...`` hide from both. (Scrapes go to the metrics listener.)
 UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz"})
+# What the sidecar asks to tell a slow app from a stalled one (the pod's liveness probe).
+LIVENESS_PATH: Final = "/livez"
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HOP_BY_HOP: Final = frozenset(
     {
@@ -188,6 +191,7 @@ class Sidecar:
         self.draining = False
         self._session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self.stall = StallGuard(config.stall_timeout, self._app_answers) if config.stall_timeout > 0 else None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -213,6 +217,8 @@ class Sidecar:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        if self.stall is not None:
+            await self.stall.close()
         if self._session is not None:
             await self._session.close()
         await asyncio.to_thread(self.verifier.close)
@@ -410,16 +416,26 @@ class Sidecar:
         # decides too) if its body is small: the buffered bytes are sent again as they are.
         replayable = body is None or (len(body) <= _BUFFER_LIMIT and "Idempotency-Key" in request.headers)
         attempts = 2 if replayable else 1
+        if self.stall is not None and self.stall.stalled:
+            # Nothing reaches a stalled app: answered at once, it is asked again every second.
+            return self._upstream_error("stalled", 503, request_id, retry_after=1)
         for attempt in range(attempts):
             try:
-                upstream = await self._session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    compress=None,
+                call = asyncio.ensure_future(
+                    self._session.request(
+                        request.method,
+                        url,
+                        headers=headers,
+                        data=body,
+                        allow_redirects=False,
+                        compress=None,
+                    )
                 )
+                if self.stall is not None and not await self.stall.wait(call):
+                    return self._upstream_error("stalled", 504, request_id)
+                upstream = await call
+                if self.stall is not None:
+                    self.stall.answered()
                 break
             except aiohttp.ServerDisconnectedError:
                 if attempt == attempts - 1:
@@ -435,10 +451,21 @@ class Sidecar:
         finally:
             upstream.release()
 
-    def _upstream_error(self, kind: str, status: int, request_id: str) -> web.Response:
+    async def _app_answers(self) -> bool:
+        """Whether the app answers its liveness path at all (any status), within ``http_timeout``."""
+        assert self._session is not None, "start() was not awaited"  # noqa: S101 - programming error
+        scheme, host, port = self._origin
+        url = URL.build(scheme=scheme, host=host, port=port, path=LIVENESS_PATH)
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.config.http_timeout)):
+                return True
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+    def _upstream_error(self, kind: str, status: int, request_id: str, retry_after: int = 5) -> web.Response:
         self.metrics.upstream_errors.labels(kind).inc()
         log.warning("upstream %s: %s", kind, self.config.upstream)
-        retry = {"Retry-After": "5"} if status == 503 else None
+        retry = {"Retry-After": str(retry_after)} if status == 503 else None
         return _json_response(
             status, "upstream_unavailable", "The service is unavailable, retry shortly.", request_id, retry
         )
