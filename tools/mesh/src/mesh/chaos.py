@@ -301,6 +301,9 @@ def run_chaos(
         supervisor = Supervisor(fleet, say=say)
         pids: list[int] = []
         try:
+            # Hold the ports now: free ephemeral ports left unbound through the bootstrap and the
+            # migrations can be taken by any outgoing connection meanwhile.
+            fleet.listen()
             say("starting the mesh (its own PostgreSQL, free ports)")
             fleet.up(progress=say, seed=True)
             supervisor = Supervisor(fleet, say=say)
