@@ -13,7 +13,7 @@ each once the mesh serves again:
 - identity's app frozen (SIGSTOP of its gunicorn master and workers) for a while, then resumed:
   its sidecar answers logins (meshauth.sidecar.stall), and gunicorn keeps its workers on resume.
 
-Per fault: the orders and the logins that started in its window, their outcomes, latencies, and
+Per fault: the orders and the logins that ended in its window, their outcomes, latencies, and
 how long clients kept seeing failures after the fault. Then the invariants: stock conserved per
 sku (on sale + held + sold = the start), nothing sold that is not a confirmed order, every 201
 stored, one order per key, no stock held once the bound has passed, no worker killed for a missed
@@ -391,9 +391,10 @@ def _run_faults(
             # A client may be sleeping out a Retry-After or finishing its retries.
             thread.join(config.give_up_after + 30)
     ends = [row.at for row in rows[1:]] + [math.inf]
+    # An attempt counts where it ended: one in flight when a fault struck belongs to that fault.
     for row, end in zip(rows, ends, strict=True):
-        row.orders.attempts = [a for a in load.attempts if row.at <= a.started < end]
-        row.logins.attempts = [a for a in load.logins if row.at <= a.started < end]
+        row.orders.attempts = [a for a in load.attempts if row.at <= a.started + a.seconds < end]
+        row.logins.attempts = [a for a in load.logins if row.at <= a.started + a.seconds < end]
     return rows, load
 
 

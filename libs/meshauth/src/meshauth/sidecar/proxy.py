@@ -410,10 +410,10 @@ class Sidecar:
             query_string=target.raw_query,
             encoded=True,
         )
-        # A pooled connection the app just closed (a worker recycled or stopping) fails before the
-        # app read anything: a request without a body can safely be tried once more on a fresh
-        # connection. So can one the app deduplicates (an Idempotency-Key, as Go's net/http
-        # decides too) if its body is small: the buffered bytes are sent again as they are.
+        # A pooled connection the app just closed or reset (a worker recycled, stopping or killed)
+        # fails before the app read anything: a request without a body can safely be tried once
+        # more on a fresh connection. So can one the app deduplicates (an Idempotency-Key, as Go's
+        # net/http decides too) if its body is small: the buffered bytes are sent again as they are.
         replayable = body is None or (len(body) <= _BUFFER_LIMIT and "Idempotency-Key" in request.headers)
         attempts = 2 if replayable else 1
         if self.stall is not None and self.stall.stalled:
@@ -437,14 +437,17 @@ class Sidecar:
                 if self.stall is not None:
                     self.stall.answered()
                 break
-            except aiohttp.ServerDisconnectedError:
+            except aiohttp.ClientConnectorError:
+                # Nothing listens: the app is down or restarting, which is a 503 (as Envoy answers),
+                # not a bad gateway; clients and load balancers retry a 503.
+                return self._upstream_error("connect", 503, request_id)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # Closed or reset (a worker killed or recycled under a pooled connection).
                 if attempt == attempts - 1:
                     return self._upstream_error("disconnected", 502, request_id)
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 return self._upstream_error("timeout", 504, request_id)
             except aiohttp.ClientError:
-                # Nothing listens: the app is down or restarting, which is a 503 (as Envoy answers),
-                # not a bad gateway; clients and load balancers retry a 503.
                 return self._upstream_error("connect", 503, request_id)
         try:
             return await self._relay(request, upstream, request_id)
