@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -168,3 +169,58 @@ def test_the_end_users_token_is_forwarded_when_asked(
     assert identity.token_hits == 0
     with pytest.raises(ValueError, match="as_user"):
         client.get(target.url, audience="catalog", as_user=True)
+
+
+class Silent:
+    """A service that accepts connections and never answers (frozen); counts the requests sent."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._held.append(conn)
+
+    def stop(self) -> None:
+        self.listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+def test_a_service_that_timed_out_is_not_called_again_until_the_cooldown_passed(
+    identity: FakeIdentity, target: Target
+) -> None:
+    silent = Silent()
+    try:
+        with ServiceClient(
+            identity_url=identity.url,
+            client_id="orders",
+            client_secret="orders-secret",
+            read_timeout=0.5,
+            timeout_cooldown=2.0,
+        ) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(f"{silent.url}/api/v1/reservations", audience="catalog", idempotent=True)
+            assert silent.connections == 1
+            # Failing at once, as a connection error (nothing was sent), for every call to it...
+            for _ in range(3):
+                with pytest.raises(httpx.ConnectError, match="not called"):
+                    client.post(f"{silent.url}/api/v1/reservations", audience="catalog", idempotent=True)
+            assert silent.connections == 1
+            # ... but not for other services.
+            assert client.get(f"{target.url}/x", audience="orders").status_code == 200
+            time.sleep(2.0)  # the cooldown: then it is called again
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(f"{silent.url}/api/v1/reservations", audience="catalog", idempotent=True)
+            assert silent.connections == 2
+    finally:
+        silent.stop()
