@@ -27,7 +27,7 @@ from mesh import observability
 from mesh.chartreadme import ReadmeError, render_readme
 from mesh.generate import docs, k8s_bootstrap
 from mesh.generate.facts import service_context
-from mesh.generate.templates import TEMPLATES, render_file, render_tree, source_name, with_header
+from mesh.generate.templates import render_file, render_tree, source_name, with_header
 from mesh.registry import Registry, load_registry
 
 __all__ = ["GenerateError", "Stale", "expected_files", "stale_files", "write_files"]
@@ -72,7 +72,7 @@ def _chart(name: str, context: dict[str, str]) -> dict[Path, str]:
 def _skaffold(registry: Registry) -> str:
     modules = [render_file("skaffold-module.yaml", service_context(service)) for service in registry]
     text = render_file("skaffold.yaml", {"modules": "---\n" + "\n---\n".join(modules) if modules else ""})
-    source = f"{source_name(TEMPLATES / 'skaffold.yaml-tpl')} (a skaffold-module.yaml-tpl per service)"
+    source = f"{source_name('skaffold.yaml')} (a skaffold-module.yaml-tpl per service)"
     return with_header(SKAFFOLD, text, source)
 
 
@@ -89,7 +89,7 @@ def expected_files(root: Path, registry: Registry | None = None) -> dict[Path, s
         files.update(_chart(service.name, context))
         workflow = WORKFLOWS / f"{service.name}.yml"
         text = render_file("workflow.yml", context)
-        files[workflow] = with_header(workflow, text, source_name(TEMPLATES / "workflow.yml-tpl"))
+        files[workflow] = with_header(workflow, text, source_name("workflow.yml"))
     files[SKAFFOLD] = _skaffold(registry)
     for path, text in k8s_bootstrap.files(registry).items():
         files[path] = with_header(path, text, K8S_SOURCE)

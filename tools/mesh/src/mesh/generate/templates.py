@@ -20,6 +20,8 @@ PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
 PATH_PLACEHOLDER = "__name__"
 # What a YAML file may need on its first line (the editor's schema hint): the header goes after it.
 MODELINE = "# yaml-language-server:"
+# Where the package lives in the repository (the headers name files by their repository path).
+PACKAGE = "tools/mesh/src/mesh"
 
 
 def render(text: str, context: dict[str, str]) -> str:
@@ -49,10 +51,12 @@ def render_tree(template: str, context: dict[str, str]) -> Iterator[tuple[Path, 
         yield Path(*parts, name), render(source.read_text(), context), source
 
 
-def source_name(source: Path) -> str:
-    """A template or generator as the header names it: its path in the repository."""
-    package = TEMPLATES.parent
-    return f"tools/mesh/src/mesh/{source.relative_to(package)}"
+def source_name(template: Path | str) -> str:
+    """A template as a header names it, its path in the repository: a file under ``TEMPLATES``, or
+    the name of one (``"workflow.yml"``)."""
+    if isinstance(template, Path):
+        return f"{PACKAGE}/templates/{template.relative_to(TEMPLATES)}"
+    return f"{PACKAGE}/templates/{template}{TEMPLATE_SUFFIX}"
 
 
 def header_line(source: str) -> str:
