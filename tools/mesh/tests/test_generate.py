@@ -55,9 +55,12 @@ def check(capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
     return code, capsys.readouterr().out.splitlines()
 
 
-def generate(capsys: pytest.CaptureFixture[str]) -> list[str]:
+def generate(capsys: pytest.CaptureFixture[str]) -> set[str]:
+    """Run `mesh generate`; the files it says it wrote or deleted."""
     assert cli.main(["generate"]) == 0
-    return capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith(("[mesh] generate: wrote ", "[mesh] generate: deleted ")) for line in lines)
+    return {line.split(" ", 3)[3] for line in lines}
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -134,7 +137,7 @@ def test_every_service_has_its_chart_workflow_and_skaffold_module() -> None:
 
 def test_a_second_run_writes_nothing(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = state(repo)
-    assert generate(capsys) == []
+    assert generate(capsys) == set()
     assert write_files(repo) == []
     assert state(repo) == before
 
@@ -150,7 +153,7 @@ def test_check_names_a_hand_edited_file_and_generate_puts_it_back(
         "[mesh] generate: charts/catalog/values.yaml differs from mesh.toml and its template "
         f"(hand-edited or stale): {HINT}"
     ]
-    assert generate(capsys) == ["[mesh] generate: wrote charts/catalog/values.yaml"]
+    assert generate(capsys) == {"charts/catalog/values.yaml"}
     assert state(repo) == pristine
     assert check(capsys) == (0, [])
 
@@ -191,13 +194,43 @@ def test_an_invalid_mesh_toml_is_refused_in_one_line_and_nothing_is_written(
     assert state(repo) == before
 
 
+def test_a_service_taken_out_of_mesh_toml_leaves_nothing_behind(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = (repo / "mesh.toml").read_text()
+    table = registry[registry.index("[services.orders]") : registry.index("# The shared PostgreSQL")]
+    (repo / "mesh.toml").write_text(registry.replace(table, ""))
+    code, out = check(capsys)
+    assert code == 1
+    orphan = "was generated for a service mesh.toml no longer has"
+    assert f"[mesh] generate: .github/workflows/orders.yml {orphan}: {HINT}" in out
+    assert any(
+        line.startswith("[mesh] generate: charts/orders/values.schema.json was generated") for line in out
+    )
+    changed = generate(capsys)
+    assert {
+        ".github/workflows/orders.yml",
+        "charts/orders/values.yaml",
+        "skaffold.yaml",
+        "README.md",
+    } <= changed
+    assert not (repo / "charts/orders").exists()
+    assert not (repo / ".github/workflows/orders.yml").exists()
+    assert "orders" not in [
+        doc["metadata"]["name"] for doc in yaml.safe_load_all((repo / "skaffold.yaml").read_text()) if doc
+    ]
+    # Hand-written files are never taken for left-overs: the reusable workflows and the library chart stay.
+    assert (repo / ".github/workflows/_django-service.yml").is_file()
+    assert (repo / "charts/django-service/Chart.yaml").is_file()
+    assert check(capsys) == (0, [])
+
+
 # -- one fact, one edit ---------------------------------------------------------------------------------
 
 
 def test_a_port_is_one_edit_in_mesh_toml(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(repo / "mesh.toml", "port = 8003\n", "port = 8013\n")
-    written = generate(capsys)
-    assert sorted(written) == ["[mesh] generate: wrote README.md", "[mesh] generate: wrote skaffold.yaml"]
+    assert generate(capsys) == {"README.md", "skaffold.yaml"}
     forward = skaffold_module(repo, "orders")["portForward"][0]
     assert (forward["localPort"], forward["port"]) == (8013, 8000)  # the Service's port stays the contract's
     readme = (repo / "README.md").read_text()
@@ -216,9 +249,8 @@ def test_reads_and_calls_are_one_edit_in_mesh_toml(repo: Path, capsys: pytest.Ca
         'reads = []\ncalls = []\ndescription = "products',
         'reads = ["identity"]\ncalls = ["identity"]\ndescription = "products',
     )
-    written = {line.removeprefix("[mesh] generate: wrote ") for line in generate(capsys)}
     # skaffold.yaml stays: catalog's module requires identity already (it verifies identity's tokens).
-    assert written == {
+    assert generate(capsys) == {
         "charts/catalog/values.yaml",
         "charts/catalog/README.md",
         "charts/catalog/files/dashboard.json",
@@ -251,7 +283,7 @@ def test_a_public_path_is_one_edit_in_mesh_toml(repo: Path, capsys: pytest.Captu
         'smoke_path = "/api/v1/products"',
         'smoke_path = "/api/v1/products"\npublic_paths = ["/api/v1/catalog-feed/"]',
     )
-    generate(capsys)
+    assert generate(capsys) == {"charts/catalog/values.yaml", "charts/catalog/README.md"}
     values = yaml.safe_load((repo / "charts/catalog/values.yaml").read_text())
     assert "/api/v1/catalog-feed/" in values["auth"]["publicPaths"]
     paths = config(render_chart(repo, "catalog"), "MESHAUTH_PUBLIC_PATHS").split(",")
@@ -266,9 +298,10 @@ def test_a_default_is_one_edit_in_the_template(
     shutil.copytree(templates.TEMPLATES, copy)
     monkeypatch.setattr(templates, "TEMPLATES", copy)
     edit(copy / "chart/values.yaml-tpl", "replicaCount: 2\n", "replicaCount: 4\n")
-    written = {line.removeprefix("[mesh] generate: wrote ") for line in generate(capsys)}
     services = [s.name for s in load_registry(repo)]
-    assert written == {f"charts/{name}/{file}" for name in services for file in ("values.yaml", "README.md")}
+    assert generate(capsys) == {
+        f"charts/{name}/{file}" for name in services for file in ("values.yaml", "README.md")
+    }
     for name in services:
         assert yaml.safe_load((repo / f"charts/{name}/values.yaml").read_text())["replicaCount"] == 4
         assert "| `replicaCount` " in (repo / f"charts/{name}/README.md").read_text()

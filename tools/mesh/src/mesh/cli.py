@@ -299,7 +299,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 _say(f"generate: {found}")
             return 1 if stale else 0
         for path in write_files(root):
-            _say(f"generate: wrote {path}")
+            _say(f"generate: {'wrote' if (root / path).exists() else 'deleted'} {path}")
     except (GenerateError, ValueError, KeyError, OSError) as exc:
         _say(f"generate: {exc}")
         return 2

@@ -38,7 +38,10 @@ def fleet_table(registry: Registry) -> str:
 
 def journey(registry: Registry) -> str:
     """The curl journey `mesh up` prints (mesh.journey), with the ports of mesh.toml."""
-    urls = {name: f"http://127.0.0.1:{registry[name].port}" for name in ("identity", "catalog", "orders")}
+    needed = ("identity", "catalog", "orders")
+    if not set(needed) <= set(registry.services):
+        return f"(The journey goes through {', '.join(needed)}; mesh.toml does not list them all.)"
+    urls = {name: f"http://127.0.0.1:{registry[name].port}" for name in needed}
     steps = JOURNEY.format(**urls).split("\n", 1)[1]  # without its "Try it:" line
     return f"```bash\n{textwrap.dedent(steps).rstrip()}\n```"
 
