@@ -34,7 +34,6 @@ __all__ = ["GenerateError", "Stale", "expected_files", "stale_files", "write_fil
 
 SKAFFOLD = Path("skaffold.yaml")
 WORKFLOWS = Path(".github/workflows")
-OBSERVABILITY_SOURCE = "tools/mesh/src/mesh/observability"
 K8S_SOURCE = "tools/mesh/src/mesh/generate/k8s_bootstrap.py"
 
 
@@ -85,7 +84,8 @@ def expected_files(root: Path, registry: Registry | None = None) -> dict[Path, s
     ``registry`` defaults to ``root``'s mesh.toml; the scaffolder passes the registry it is about to
     write. Documents with a generated block (README.md) are read from ``root``.
     """
-    registry = registry or load_registry(root)
+    if registry is None:
+        registry = load_registry(root)
     files: dict[Path, str] = {}
     for service in registry:
         context = service_context(service)
