@@ -27,7 +27,6 @@ __all__ = [
     "service_files",
     "stale_files",
     "write_all",
-    "write_service_files",
 ]
 
 OVERVIEW_JSON = Path("k8s/monitoring/dashboards/mesh-overview.json")
@@ -114,16 +113,6 @@ def _write(root: Path, files: dict[Path, str]) -> list[Path]:
             path.write_text(content)
             written.append(path)
     return written
-
-
-def write_service_files(service_name: str, root: Path | None = None) -> list[Path]:
-    """Write ``charts/<service>/files/{dashboard.json,rules.yaml}``; return the files that changed.
-
-    For the scaffolder: call it after adding the service to `mesh.toml` and creating its chart.
-    """
-    root = root or find_root()
-    registry = load_registry(root)
-    return _write(root, service_files(service_name, registry))
 
 
 def write_all(root: Path | None = None) -> list[Path]:
