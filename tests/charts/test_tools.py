@@ -214,7 +214,7 @@ def test_hadolint_passes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "build_args"), IMAGES, ids=lambda v: v.get("SERVICE", "") if isinstance(v, dict) else v
+    ("target", "build_args"), IMAGES, ids=["-".join([t, *a.values()]) for t, a in IMAGES]
 )
 def test_dockerfile_follows_the_contract(renderer: Renderer, target: str, build_args: dict[str, str]) -> None:
     stages = _stages(build_args)
