@@ -42,7 +42,8 @@ ARG SSL_CERT_FILE
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package meshauth
 
-# What every image runs on: the app user, no build tool, no source tree.
+# What every image runs on: the app user, no build tool, no source tree. /app is copied in owned by
+# root: the app user can read and run its code, not change it.
 FROM python:3.11.14-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
@@ -55,7 +56,6 @@ EXPOSE 8000
 
 # The meshauth sidecar: verifies tokens and forwards to the app on 127.0.0.1 in the same pod.
 FROM runtime AS sidecar
-# Owned by root: the app user can read and run its code, not change it.
 COPY --from=sidecar-build /app /app
 USER 10001:10001
 ENTRYPOINT ["meshauth-sidecar"]
