@@ -143,6 +143,7 @@ def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Gene
         "pyproject.toml",
         "uv.lock",
         "skaffold.yaml",
+        "README.md",  # the fleet's table
         "k8s/db-bootstrap/bootstrap.yaml",
         "k8s/db-bootstrap/dev-secrets.yaml",
     }
@@ -155,6 +156,9 @@ def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Gene
     assert service.port == next_port(REGISTRY)  # the next free one above the highest
     assert (service.schema, service.reads, service.calls) == (NAME, tuple(READS), ())
     assert f"created {NAME} (port {service.port}" in generated.output
+    # Everything it wrote besides the service's code is what `make generate` writes for the new mesh.toml.
+    check = run([generated.python, "-m", "mesh", "generate", "--check"], generated.root, 120)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_the_new_services_tests_pass_with_only_its_own_package_installed(
@@ -248,7 +252,7 @@ def test_chart_workflow_and_consistency_suites_pass_on_the_copy(generated: Gener
     assert not failures(report), output
     assert result.returncode == 0, output
     passed_for_new = [line for line in result.stdout.splitlines() if NAME in line and "PASSED" in line]
-    # lint, every ci/ scenario, values, contract, promtool, Dockerfile, workflow and skaffold module,
+    # lint, every ci/ scenario, values, contract, promtool, its image target, workflow and skaffold module,
     # the README (bitnami's generator against the scaffolder's), the alerts' runbook sections
     assert len(passed_for_new) >= 30, "\n".join(passed_for_new)
 
