@@ -307,6 +307,28 @@ class _EchoHandler(_Handler):
     do_GET = do_POST = do_PUT = do_DELETE = _echo
 
 
+class RawServer:
+    """A listening socket on loopback whose connections go to ``handle``, each on its own thread:
+    for apps that misbehave below HTTP (cut, reset, never answer)."""
+
+    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._handle = handle
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed by stop()
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

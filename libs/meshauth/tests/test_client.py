@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from meshauth.client import ServiceClient, ServiceTokenError
 from meshauth.context import request_context
-from meshauth_testkit import FakeIdentity, free_port
+from meshauth_testkit import FakeIdentity, RawServer, free_port
 
 
 class Target:
@@ -172,26 +172,20 @@ def test_the_end_users_token_is_forwarded_when_asked(
 
 
 class Silent:
-    """A service that accepts connections and never answers (frozen); counts the requests sent."""
+    """A service that accepts connections and never answers (frozen); counts the connections."""
 
     def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.connections = 0
         self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._server = RawServer(self._hold)
+        self.url = self._server.url
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._held.append(conn)
+    def _hold(self, conn: socket.socket) -> None:
+        self.connections += 1
+        self._held.append(conn)
 
     def stop(self) -> None:
-        self.listener.close()
+        self._server.stop()
         for conn in self._held:
             conn.close()
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import SidecarProcess
 from meshauth.headers import is_identity_header, verify_principal_headers
 from meshauth.keys import generate_private_key, sign
-from meshauth_testkit import PRINCIPAL_SECRET, FakeIdentity, Upstream, bad_tokens, free_port
+from meshauth_testkit import PRINCIPAL_SECRET, FakeIdentity, RawServer, Upstream, bad_tokens, free_port
 
 SPOOFED = [
     ("X-Mesh-Principal", "eyJzdWIiOiIxIn0"),
@@ -252,19 +252,10 @@ class CuttingApp:
 
     def __init__(self, reset: bool = False) -> None:
         self.reset = reset  # cut with a TCP reset (a killed process with unread data), not a close
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.answered: list[bytes] = []
         self.cut = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        self._server = RawServer(self._serve)
+        self.url = self._server.url
 
     @staticmethod
     def _read(reader: Any) -> bytes | None:
@@ -294,7 +285,7 @@ class CuttingApp:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def stop(self) -> None:
-        self.listener.close()
+        self._server.stop()
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
