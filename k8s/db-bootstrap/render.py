@@ -18,7 +18,7 @@ from pathlib import Path
 from mesh.bootstrap import password_variable, psql_script
 from mesh.bootstrap import roles as mesh_roles
 from mesh.registry import Service, load_registry
-from meshkit.contract import variable
+from meshcontract import read_database_url_variable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -165,7 +165,6 @@ stringData:
 def render_dev_secrets(services: list[Service]) -> str:
     """DEVELOPMENT-ONLY Secrets: role passwords and each chart's default existingSecret (<svc>-secrets)."""
     docs = [_secret("mesh-db-roles", {role: f"dev-only-{role}" for role in roles(services)})]
-    read_url = variable("<OWNER>_READ_DATABASE_URL")
     for service in sorted(services, key=lambda s: s.name):
         name = service.name
         data = {
@@ -176,7 +175,9 @@ def render_dev_secrets(services: list[Service]) -> str:
             data["MESHAUTH_CLIENT_SECRET"] = f"dev-only-{name}-client-secret"
         for owner in service.reads:
             reader = service.reader_role
-            data[read_url.named(owner)] = f"postgres://{reader}:dev-only-{reader}@postgres:5432/mesh"
+            data[read_database_url_variable(owner)] = (
+                f"postgres://{reader}:dev-only-{reader}@postgres:5432/mesh"
+            )
         docs.append(_secret(f"{name}-secrets", data))
     return (
         HEADER

@@ -18,10 +18,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from meshcontract import QUIET_PATHS
 from meshkit.env import get_env
-
-# Requests whose access lines are noise: probes every few seconds and Prometheus scrapes.
-QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 def cpu_limit(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

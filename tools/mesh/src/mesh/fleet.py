@@ -24,6 +24,7 @@ from mesh.pooler import PgBouncer
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry, Service
+from meshcontract import callee_url_variable, read_database_url_variable
 
 __all__ = ["Fleet", "PortInUse", "ServicePorts"]
 
@@ -197,9 +198,9 @@ class Fleet:
             env["MESH_SERVICE_CLIENTS"] = json.dumps(self.client_credentials())
         for callee in service.calls:
             if callee in self.ports:
-                env[f"{callee.upper()}_URL"] = self.url(callee)
+                env[callee_url_variable(callee)] = self.url(callee)
         for owner in service.reads:
-            env[f"{owner.upper()}_READ_DATABASE_URL"] = self.database_url(service.reader_role, direct=direct)
+            env[read_database_url_variable(owner)] = self.database_url(service.reader_role, direct=direct)
         if self.pgbouncer is not None and not direct:
             env["DATABASE_POOLER"] = self.pgbouncer.pool_mode
         env.update(self.extra_env)

@@ -29,6 +29,7 @@ from mesh.fleet import POOLER_PORT
 from mesh.local import embedded_postgres
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service, find_root, load_registry
+from meshcontract import read_database_url_variable
 
 __all__ = ["django_db_setup", "free_port_offset", "private_postgres", "test_admin_url", "tool_missing"]
 
@@ -128,7 +129,7 @@ def _prepare_database(settings_module: str, rootpath: Path) -> None:
     _state["fleet"] = fleet
     os.environ["DATABASE_URL"] = service_url(admin, database, service.role)
     for owner in service.reads:
-        os.environ[f"{owner.upper()}_READ_DATABASE_URL"] = service_url(admin, database, service.reader_role)
+        os.environ[read_database_url_variable(owner)] = service_url(admin, database, service.reader_role)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

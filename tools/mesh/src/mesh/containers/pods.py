@@ -45,6 +45,7 @@ from mesh.containers.podman import Podman, PodmanError
 from mesh.journey import JOURNEY
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service
+from meshcontract import read_database_url_variable
 
 __all__ = ["PodsRun", "run_pods"]
 
@@ -149,7 +150,7 @@ class PodsRun:
             if service.name in self.client_secrets:
                 data["MESHAUTH_CLIENT_SECRET"] = self.client_secrets[service.name]
             for owner in service.reads:
-                data[f"{owner.upper()}_READ_DATABASE_URL"] = self._url(service.reader_role)
+                data[read_database_url_variable(owner)] = self._url(service.reader_role)
             self.create_secret(f"{self.name(service.name)}-secrets", data)
 
     def _secret_names(self, spec: Doc) -> Doc:
