@@ -135,6 +135,12 @@ class AuthSettings:
     principal_secret: str = dataclasses.field(default="", repr=False)
 
     @classmethod
+    def variables(cls) -> frozenset[str]:
+        """The names of every contract variable these settings read."""
+        declared = {f.metadata["variable"] for f in dataclasses.fields(cls) if "variable" in f.metadata}
+        return frozenset({*declared, "MESHAUTH_PRINCIPAL_SECRET", "MESHAUTH_PRINCIPAL_SECRET_FILE"})
+
+    @classmethod
     def load(cls, source: Source) -> Self:
         """Read every field from ``source`` and validate; raises :class:`SettingsError`."""
         values: dict[str, Any] = {"principal_secret": _principal_secret(source)}
