@@ -33,6 +33,7 @@ __all__ = [
     "SidecarSettings",
     "Source",
     "environ_source",
+    "inherited_fd",
     "is_public",
 ]
 
@@ -281,7 +282,9 @@ def _paths(name: str, paths: tuple[str, ...]) -> tuple[str, ...]:
     return paths
 
 
-def _fd(host: str) -> int | None:
+def inherited_fd(listen: tuple[str, int]) -> int | None:
+    """The descriptor of an inherited listening socket (a listen address ``fd://N``), else None."""
+    host = listen[0]
     return int(host.removeprefix("fd://")) if host.startswith("fd://") else None
 
 
@@ -318,32 +321,6 @@ class SidecarSettings(AuthSettings):
     def is_public(self, path: str) -> bool:
         """Whether ``path`` is forwarded without a token (:func:`is_public` on ``public_paths``)."""
         return is_public(path, self.public_paths)
-
-    @property
-    def listen_host(self) -> str:
-        return self.listen[0]
-
-    @property
-    def listen_port(self) -> int:
-        return self.listen[1]
-
-    @property
-    def metrics_host(self) -> str:
-        return self.metrics_listen[0]
-
-    @property
-    def metrics_port(self) -> int:
-        return self.metrics_listen[1]
-
-    @property
-    def listen_fd(self) -> int | None:
-        """The inherited socket's descriptor when ``MESHAUTH_SIDECAR_LISTEN`` is ``fd://N``."""
-        return _fd(self.listen_host)
-
-    @property
-    def metrics_fd(self) -> int | None:
-        """The inherited socket's descriptor when ``MESHAUTH_SIDECAR_METRICS_LISTEN`` is ``fd://N``."""
-        return _fd(self.metrics_host)
 
     @property
     def upstream_socket(self) -> str:
