@@ -23,7 +23,7 @@ from chartlib import REPO, Rendered, Renderer, app_chart_names
 
 import meshcontract as contract
 from mesh.registry import load_registry
-from meshauth.settings import AppSettings, SidecarSettings
+from meshauth.settings import AppSettings, AuthSettings, SidecarSettings
 from meshcontract import Reader
 
 REGISTRY = load_registry(REPO)
@@ -172,8 +172,10 @@ def test_every_variable_the_code_reads_is_in_the_contract(chart: str) -> None:
     assert not missing, f"read by the code but not declared in meshcontract: {missing}"
 
 
-@pytest.mark.parametrize(("settings", "reader"), [(AppSettings, Reader.APP), (SidecarSettings, Reader.SIDECAR)])
-def test_meshauth_reads_exactly_what_the_contract_says(settings: type[AppSettings], reader: Reader) -> None:
+@pytest.mark.parametrize(
+    ("settings", "reader"), [(AppSettings, Reader.APP), (SidecarSettings, Reader.SIDECAR)]
+)
+def test_meshauth_reads_exactly_what_the_contract_says(settings: type[AuthSettings], reader: Reader) -> None:
     """The contract's meshauth rows for a container are the fields of that container's settings."""
     said = {v.name for v in contract.VARIABLES if v.section == "meshauth" and reader in v.readers}
     assert said, "the contract names no meshauth variable: the check would be vacuous"

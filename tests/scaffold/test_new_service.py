@@ -36,7 +36,7 @@ import pytest
 from mesh.bootstrap import drop_database
 from mesh.registry import load_registry
 from mesh.scaffold.names import next_port
-from mesh.testing import free_port_offset
+from mesh.testing import copy_worktree, free_port_offset, read_until
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = load_registry(REPO)
@@ -67,20 +67,6 @@ def run(argv: list[str], cwd: Path, timeout: float, **env: str) -> subprocess.Co
     return subprocess.run(
         argv, cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def copy_worktree(source: Path, target: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=source,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for relative in filter(None, listed.split("\0")):
-        path = source / relative
-        if path.is_file():  # a file deleted in the working tree is still in the index
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target / relative)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -273,20 +259,6 @@ def test_the_new_services_alerts_fire_and_stay_silent_as_designed(generated: Gen
     assert re.search(r"\b\d{2,} passed\b", result.stdout.strip().splitlines()[-1])
 
 
-def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("mesh up exited early:\n" + "".join(lines))
-        lines.append(line)
-        if marker in line:
-            return "".join(lines)
-    raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(lines))
-
-
 def test_mesh_up_serves_the_whole_fleet_with_the_new_service(generated: Generated, admin_url: str) -> None:
     offset = free_port_offset(load_registry(generated.root))
     database = f"test_scaffold_{uuid.uuid4().hex[:8]}"
@@ -299,7 +271,7 @@ def test_mesh_up_serves_the_whole_fleet_with_the_new_service(generated: Generate
         text=True,
     )
     try:
-        output = read_until(proc, "press Ctrl-C to stop", timeout=180)
+        output = "".join(read_until(proc, "press Ctrl-C to stop", timeout=180))
         fleet = load_registry(generated.root)
         for service in fleet:
             assert f"{service.name}: ready on http://127.0.0.1:{service.port + offset}" in output

@@ -17,21 +17,34 @@ import os
 import random
 import shutil
 import socket
+import subprocess
 import tempfile
-from collections.abc import Generator, Iterable, Iterator
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
 from mesh.bootstrap import bootstrap, drop_database, local_passwords, service_url
-from mesh.fleet import POOLER_PORT
+from mesh.fleet import POOLER_PORT, Fleet
 from mesh.local import embedded_postgres
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service, find_root, load_registry
 from meshcontract import read_database_url_variable
 
-__all__ = ["django_db_setup", "free_port_offset", "private_postgres", "test_admin_url", "tool_missing"]
+__all__ = [
+    "copy_worktree",
+    "django_db_setup",
+    "free_port_offset",
+    "private_postgres",
+    "read_until",
+    "start_fleet",
+    "stop_fleet",
+    "test_admin_url",
+    "tool_missing",
+]
 
 _state: dict[str, Any] = {}
 
@@ -78,6 +91,77 @@ def free_port_offset(registry: Registry, extra_ports: Iterable[int] = ()) -> int
             _offsets_given.add(offset)
             return offset
     raise RuntimeError("no port offset leaves every port of the fleet free on 127.0.0.1")
+
+
+def start_fleet(
+    registry: Registry,
+    admin_url: str,
+    run_dir: Path,
+    *,
+    database_prefix: str = "test_fleet",
+    prepare: Callable[[Fleet], object] | None = None,
+    **options: Any,
+) -> Fleet:
+    """A seeded fleet on free ports against a fresh database, then ``prepare(fleet)``; nothing is
+    left running or behind when either fails. ``options`` are :class:`~mesh.fleet.Fleet`'s."""
+    fleet = Fleet(
+        registry=registry,
+        admin_url=admin_url,
+        database=f"{database_prefix}_{uuid.uuid4().hex[:8]}",
+        run_dir=run_dir,
+        fixed_ports=False,
+        **options,
+    )
+    try:
+        fleet.up(seed=True)
+        if prepare is not None:
+            prepare(fleet)
+    except BaseException:
+        stop_fleet(fleet)
+        raise
+    return fleet
+
+
+def stop_fleet(fleet: Fleet) -> None:
+    """Stop every process of ``fleet`` and drop its database."""
+    fleet.stop()
+    drop_database(fleet.admin_url, fleet.database)
+
+
+def copy_worktree(source: Path, target: Path) -> None:
+    """The working tree as git sees it (tracked and untracked, not ignored), copied under ``target``:
+    uncommitted work included, so a test on a copy tests what is on disk."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
+        cwd=source,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for relative in filter(None, listed.split("\0")):
+        path = source / relative
+        if path.is_file():  # a file deleted in the working tree is still in the index
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / relative)
+
+
+def read_until(
+    proc: subprocess.Popen[str], marker: str, timeout: float, seen: list[str] | None = None
+) -> list[str]:
+    """The lines ``proc`` prints (``mesh up``'s, say) up to the first holding ``marker``; each is also
+    appended to ``seen``, whose whole text an early exit or a timeout reports."""
+    seen = [] if seen is None else seen
+    start = len(seen)
+    deadline = time.monotonic() + timeout
+    if proc.stdout is None:
+        raise ValueError("read_until needs a process started with stdout=PIPE")
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("the process exited early:\n" + "".join(seen))
+        seen.append(line)
+        if marker in line:
+            return seen[start:]
+    raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(seen))
 
 
 def test_admin_url() -> str:
