@@ -191,7 +191,8 @@ SECTIONS: Final = {
     "gunicorn": ("gunicorn (the app container, read by `meshkit.gunicorn`)", ""),
     "meshauth": (
         "meshauth (app container and sidecar)",
-        "All meshauth variables and their defaults: `libs/meshauth/README.md`.",
+        "Read by `meshauth.settings` (`AppSettings` in the app, `SidecarSettings` in the sidecar) by these "
+        "declarations: name, type and default; an empty value is unset.",
     ),
     "fleet": (
         "the fleet (from `mesh.toml`, set by the charts and `mesh up`)",
@@ -538,7 +539,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "MESHAUTH_LEEWAY",
         "float",
         (*SETTINGS, SIDECAR),
-        "seconds of clock skew allowed on `exp`/`nbf`",
+        "seconds of clock skew allowed on `exp`/`nbf` (at most 60)",
         default="30",
         section="meshauth",
     ),
@@ -604,7 +605,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "MESHAUTH_SIDECAR_LISTEN",
         "address",
         (SIDECAR,),
-        "sidecar listen address",
+        "sidecar listen address, or `fd://N`: an inherited listening socket (`mesh up` uses it)",
         default="0.0.0.0:8000",
         section="meshauth",
     ),
@@ -629,7 +630,8 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "MESHAUTH_SIDECAR_METRICS_LISTEN",
         "address",
         (SIDECAR,),
-        "the sidecar's metrics listener (`/metrics/sidecar` only); must differ from the listen address",
+        "the sidecar's metrics listener (`/metrics/sidecar` only, or `fd://N`); must differ from the listen "
+        "address",
         default="0.0.0.0:9091",
         section="meshauth",
     ),
