@@ -24,7 +24,7 @@ from mesh.pooler import PgBouncer
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry, Service
-from meshcontract import callee_url_variable, read_database_url_variable
+from meshcontract import READYZ, callee_url_variable, read_database_url_variable
 
 __all__ = ["Fleet", "PortInUse", "ServicePorts"]
 
@@ -317,7 +317,8 @@ class Fleet:
         return path
 
     def wait_ready(self, service: Service, timeout: float = 60.0) -> None:
-        wait_for_http(f"{self.url(service.name)}/readyz", timeout=timeout, watch=self.processes[service.name])
+        url = f"{self.url(service.name)}{READYZ}"
+        wait_for_http(url, timeout=timeout, watch=self.processes[service.name])
 
     def up(self, progress: Callable[[str], None] = lambda _: None, seed: bool = False) -> None:
         """Bootstrap, migrate, (seed,) start and wait for every service, reporting each step."""

@@ -45,7 +45,7 @@ from mesh.containers.podman import Podman, PodmanError
 from mesh.journey import JOURNEY
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service
-from meshcontract import read_database_url_variable
+from meshcontract import READYZ, read_database_url_variable
 
 __all__ = ["PodsRun", "run_pods"]
 
@@ -311,7 +311,7 @@ class PodsRun:
         )
 
     def wait_ready(self, service: Service, pod: str) -> None:
-        url = f"{self.url(service.name)}/readyz"
+        url = f"{self.url(service.name)}{READYZ}"
         deadline = time.monotonic() + READY_TIMEOUT
         last = "no answer"
         while time.monotonic() < deadline:
