@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,21 @@ class Fleet:
     _principal_secrets: dict[str, str] = field(default_factory=dict)
     _socket_dir: str = ""
     pgbouncer: PgBouncer | None = None
+
+    @classmethod
+    def on_free_ports(
+        cls, registry: Registry, admin_url: str, run_dir: Path, *, database_prefix: str, **options: Any
+    ) -> Fleet:
+        """A fleet beside any other (tests, dashboard previews): free ports and a database of its own,
+        ``<database_prefix>_<random>``. ``options`` are the other fields."""
+        return cls(
+            registry=registry,
+            admin_url=admin_url,
+            database=f"{database_prefix}_{uuid.uuid4().hex[:8]}",
+            run_dir=run_dir,
+            fixed_ports=False,
+            **options,
+        )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

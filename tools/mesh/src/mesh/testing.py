@@ -20,7 +20,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -104,14 +103,7 @@ def start_fleet(
 ) -> Fleet:
     """A seeded fleet on free ports against a fresh database, then ``prepare(fleet)``; nothing is
     left running or behind when either fails. ``options`` are :class:`~mesh.fleet.Fleet`'s."""
-    fleet = Fleet(
-        registry=registry,
-        admin_url=admin_url,
-        database=f"{database_prefix}_{uuid.uuid4().hex[:8]}",
-        run_dir=run_dir,
-        fixed_ports=False,
-        **options,
-    )
+    fleet = Fleet.on_free_ports(registry, admin_url, run_dir, database_prefix=database_prefix, **options)
     try:
         fleet.up(seed=True)
         if prepare is not None:
