@@ -129,6 +129,7 @@ def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Gene
         "pyproject.toml",
         "uv.lock",
         "skaffold.yaml",
+        "README.md",  # the fleet's table
         "k8s/db-bootstrap/bootstrap.yaml",
         "k8s/db-bootstrap/dev-secrets.yaml",
     }
@@ -141,6 +142,9 @@ def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Gene
     assert service.port == next_port(REGISTRY)  # the next free one above the highest
     assert (service.schema, service.reads, service.calls) == (NAME, tuple(READS), ())
     assert f"created {NAME} (port {service.port}" in generated.output
+    # Everything it wrote besides the service's code is what `make generate` writes for the new mesh.toml.
+    check = run([generated.python, "-m", "mesh", "generate", "--check"], generated.root, 120)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_the_new_services_tests_pass_with_only_its_own_package_installed(

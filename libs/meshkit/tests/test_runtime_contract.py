@@ -37,7 +37,7 @@ APP_SETTINGS = {
 
 def test_the_committed_page_is_the_generators_output() -> None:
     page = PAGE.read_text()
-    assert contract.rewrite(page) == page, "docs/runtime-contract.md is stale: run python -m meshkit.contract"
+    assert contract.rewrite(page) == page, "docs/runtime-contract.md is stale: run python -m meshcontract"
 
 
 def test_every_declared_variable_has_one_row_on_the_page() -> None:
