@@ -32,6 +32,7 @@ __all__ = [
     "PROBES",
     "READYZ",
     "REQUEST_ID_HEADER",
+    "REQUEST_ID_META",
     "REQUEST_ID_PATTERN",
     "SECTIONS",
     "SIDECAR_METRICS",
@@ -83,6 +84,8 @@ METRICS_PORT: Final = 9090
 SIDECAR_METRICS_PORT: Final = 9091
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+#: The same header as WSGI (Django's ``request.META``, gunicorn's environ) names it.
+REQUEST_ID_META: Final = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 # A client's request id is passed on only when the whole value matches (short, log-safe: no newlines,
 # nothing that breaks a JSON log line); otherwise a fresh one replaces it, at the sidecar and in the app
 # alike, and the service client sends only such ids.

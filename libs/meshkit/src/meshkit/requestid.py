@@ -8,7 +8,7 @@ from contextvars import ContextVar
 
 from django.http import HttpRequest, HttpResponse
 
-from meshcontract import REQUEST_ID_HEADER, valid_request_id
+from meshcontract import REQUEST_ID_HEADER, REQUEST_ID_META, valid_request_id
 
 __all__ = ["HEADER", "RequestIdMiddleware", "current_request_id", "new_request_id"]
 
@@ -42,7 +42,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = accept_request_id(request.headers.get(HEADER))
-        request.META["HTTP_X_REQUEST_ID"] = request_id
+        request.META[REQUEST_ID_META] = request_id
         token = _current.set(request_id)
         try:
             response = self.get_response(request)

@@ -83,7 +83,7 @@ HOP_BY_HOP: Final = frozenset(
 _REPLACED: Final = frozenset(
     {
         "authorization",
-        "x-request-id",
+        REQUEST_ID_HEADER.lower(),
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-protocol",
