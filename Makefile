@@ -27,9 +27,8 @@ test: sync lint ## run every test suite, each in its own pytest process, against
 # The Django plugin imports a service's settings: placeholders satisfy them (nothing connects), one
 # read-only URL per `reads` entry of mesh.toml. Expanded when the recipe runs, after `sync`.
 LINT_SETTINGS_ENV = MESH_LOCAL_DEV=1 DATABASE_URL=postgres://lint@127.0.0.1:9/lint $(shell $(UV) run --no-sync \
-	python -c 'from mesh.registry import load_registry; from meshkit.contract import variable; \
-	url = variable("<OWNER>_READ_DATABASE_URL"); \
-	print(" ".join(f"{url.named(o)}=postgres://lint@127.0.0.1:9/lint" for s in load_registry() for o in s.reads))')
+	python -c 'from mesh.registry import load_registry; from meshcontract import read_database_url_variable as url; \
+	print(" ".join(f"{url(o)}=postgres://lint@127.0.0.1:9/lint" for s in load_registry() for o in s.reads))')
 
 lint: sync ## ruff, mypy strict (libs, tools, each service with the Django plugin), deptry, generated files (mesh generate --check)
 	@$(UV) run --no-sync ruff check .
@@ -40,7 +39,7 @@ lint: sync ## ruff, mypy strict (libs, tools, each service with the Django plugi
 	@for package in libs/*/ services/*/ tools/*/; do \
 		(cd $$package && $(UV) run --no-sync deptry src) || exit 1; done
 	@$(UV) run --no-sync mesh generate --check
-	@$(UV) run --no-sync python -m meshkit.contract --check
+	@$(UV) run --no-sync python -m meshcontract --check
 	@$(UV) run --no-sync pre-commit validate-config .pre-commit-config.yaml
 
 format: sync ## apply ruff's fixes and formatting

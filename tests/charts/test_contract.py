@@ -1,9 +1,11 @@
-"""The rendered pods follow the runtime contract (meshkit.contract, docs/runtime-contract.md).
+"""The rendered pods follow the runtime contract (meshcontract, docs/runtime-contract.md).
 
 Which variables each container may and must be given, the probe and scrape paths and the ports come
-from meshkit.contract. The contract itself is held true to the code here: a scan of the Python sources
-under libs/ and services/ fails on a variable the code reads that the contract does not declare, and on
-a literal default in the code that differs from the declared one (until the loaders read the contract).
+from meshcontract. The contract itself is held true to the code here. meshauth's settings (the app's
+and the sidecar's) declare the contract variable of each field, so their reads are taken from those
+declarations, and must be exactly what the contract says each container reads. meshkit's and the
+services' settings read with ``get_env("NAME", default)``: a scan of those sources fails on a name the
+contract does not declare, and on a literal default that differs from the declared one.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from urllib.parse import urlsplit
 import pytest
 from chartlib import REPO, Rendered, Renderer, app_chart_names
 
+import meshcontract as contract
 from mesh.registry import load_registry
-from meshkit import contract
-from meshkit.contract import Reader
+from meshauth.settings import AppSettings, AuthSettings, SidecarSettings
+from meshcontract import Reader
 
 REGISTRY = load_registry(REPO)
 
@@ -166,16 +169,26 @@ def test_every_variable_the_code_reads_is_in_the_contract(chart: str) -> None:
     facts = source_facts(app_roots(chart))
     known = declared(chart, *Reader)
     missing = {name: sorted(files) for name, files in facts.env_reads.items() if name not in known}
-    assert not missing, f"read by the code but not declared in meshkit.contract: {missing}"
+    assert not missing, f"read by the code but not declared in meshcontract: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "reader"), [(AppSettings, Reader.APP), (SidecarSettings, Reader.SIDECAR)]
+)
+def test_meshauth_reads_exactly_what_the_contract_says(settings: type[AuthSettings], reader: Reader) -> None:
+    """The contract's meshauth rows for a container are the fields of that container's settings."""
+    said = {v.name for v in contract.VARIABLES if v.section == "meshauth" and reader in v.readers}
+    assert said, "the contract names no meshauth variable: the check would be vacuous"
+    assert settings.variables() == said
 
 
 def test_every_declared_variable_is_read_by_some_code() -> None:
     roots = tuple(sorted((REPO / "libs").glob("*/src")) + sorted((REPO / "services").glob("*/src")))
-    read = set(source_facts(roots).env_reads)
+    read = set(source_facts(roots).env_reads) | AppSettings.variables() | SidecarSettings.variables()
     members = {v.named(s) for v in contract.VARIABLES if v.family for s in REGISTRY.services}
     for variable in contract.VARIABLES:
         names = {variable.named(s) for s in REGISTRY.services} if variable.family else {variable.name}
-        assert names & read, f"meshkit.contract declares {variable.name}, which no code reads"
+        assert names & read, f"meshcontract declares {variable.name}, which no code reads"
     assert members, "the fleet's variable families expand to nothing"
 
 
@@ -189,7 +202,7 @@ def test_the_codes_literal_defaults_are_the_contracts(chart: str) -> None:
         for name, defaults in facts.env_defaults.items()
         if name in known and known[name].default is not None and defaults != {_normal(known[name].default)}
     }
-    assert not differ, f"code default vs meshkit.contract: {differ}"
+    assert not differ, f"code default vs meshcontract: {differ}"
 
 
 @pytest.mark.parametrize("mode", ["sidecar", "inprocess"])
@@ -231,18 +244,6 @@ def test_probe_and_scrape_paths_are_the_contracts(renderer: Renderer, chart: str
     assert probes == set(contract.PROBES)
     scraped = {e["path"] for e in rendered.one("ServiceMonitor")["spec"]["endpoints"]}
     assert scraped == {contract.METRICS, contract.SIDECAR_METRICS}
-
-
-def test_the_code_uses_the_contracts_paths_and_request_id_rule() -> None:
-    """The paths are answered where the contract says (libs/meshkit's tests request each one); the
-    sidecar image has no meshkit, so its copies of the facts are compared here."""
-    from meshauth.sidecar import proxy
-    from meshauth.sidecar.proxy import METRICS_PATH
-    from meshkit import probes
-
-    assert (*contract.PROBES, contract.METRICS) == (probes.LIVEZ, probes.READYZ, probes.METRICS)
-    assert METRICS_PATH == contract.SIDECAR_METRICS
-    assert proxy._SAFE_REQUEST_ID.pattern == contract.REQUEST_ID_PATTERN
 
 
 def _port(address: str) -> int:

@@ -10,37 +10,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mesh.bootstrap import drop_database
+from mesh import testing
 from mesh.fleet import Fleet
 from mesh.registry import Registry
+from mesh.testing import stop_fleet
+
+__all__ = ["PASSWORD", "bearer", "signup_and_login", "start_fleet", "stop_fleet"]
 
 PASSWORD = "correct horse battery staple"
 
 
-def start_fleet(
-    registry: Registry, admin_url: str, run_dir: Path, mode: str = "sidecar", **options: object
-) -> Fleet:
-    fleet = Fleet(
-        registry=registry,
-        admin_url=admin_url,
-        database=f"test_e2e_{uuid.uuid4().hex[:8]}",
-        run_dir=run_dir,
-        mode=mode,
-        fixed_ports=False,
-        **options,  # type: ignore[arg-type]
-    )
-    try:
-        fleet.up(seed=True)
-    except BaseException:
-        fleet.stop()
-        drop_database(admin_url, fleet.database)
-        raise
-    return fleet
-
-
-def stop_fleet(fleet: Fleet) -> None:
-    fleet.stop()
-    drop_database(fleet.admin_url, fleet.database)
+def start_fleet(registry: Registry, admin_url: str, run_dir: Path, **options: object) -> Fleet:
+    """:func:`mesh.testing.start_fleet` with this suite's database names."""
+    return testing.start_fleet(registry, admin_url, run_dir, database_prefix="test_e2e", **options)
 
 
 @pytest.fixture(scope="module", params=["sidecar", "inprocess"])

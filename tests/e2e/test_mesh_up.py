@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from mesh.bootstrap import drop_database
-from mesh.testing import free_port_offset
+from mesh.testing import free_port_offset, read_until
 
 
 @pytest.fixture
@@ -36,20 +36,6 @@ def mesh_up(admin_url: str, mesh_registry):
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
         drop_database(admin_url, database)
-
-
-def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("mesh up exited early:\n" + "".join(lines))
-        lines.append(line)
-        if marker in line:
-            return lines
-    raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(lines))
 
 
 def test_mesh_up_serves_every_service_and_stops_cleanly(mesh_up, mesh_registry) -> None:

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from mesh.registry import load_registry
-from mesh.testing import free_port_offset
+from mesh.testing import free_port_offset, read_until
 
 # identity alone, one worker: the cheapest mesh that has every kind of process.
 REPO = Path(__file__).resolve().parents[2]
@@ -48,16 +48,8 @@ class MeshUp:
         return self.state / f"run-{self.offset}"
 
     def read_until(self, marker: str, timeout: float = 180) -> str:
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError("mesh up exited early:\n" + "".join(self.lines))
-            self.lines.append(line)
-            if marker in line:
-                return line
-        raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(self.lines))
+        """The first line holding ``marker`` (every line read is kept in ``lines``)."""
+        return read_until(self.proc, marker, timeout, self.lines)[-1]
 
     def started(self) -> list[int]:
         """Every process this run started: its descendants, and the PostgreSQL it daemonized."""

@@ -36,7 +36,7 @@ import pytest
 from mesh.bootstrap import drop_database
 from mesh.registry import load_registry
 from mesh.scaffold.names import next_port
-from mesh.testing import free_port_offset
+from mesh.testing import copy_worktree, free_port_offset, read_until, shared_tmpdir
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = load_registry(REPO)
@@ -69,20 +69,6 @@ def run(argv: list[str], cwd: Path, timeout: float, **env: str) -> subprocess.Co
     )
 
 
-def copy_worktree(source: Path, target: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=source,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for relative in filter(None, listed.split("\0")):
-        path = source / relative
-        if path.is_file():  # a file deleted in the working tree is still in the index
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target / relative)
-
-
 def snapshot(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
@@ -104,8 +90,12 @@ class Generated:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
+    with shared_tmpdir("mesh-scaffold-") as home:
+        yield from _generate(home / "repo", tmp_path_factory)
+
+
+def _generate(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     started = time.monotonic()
-    root = tmp_path_factory.mktemp("scaffold") / "repo"
     cache = tmp_path_factory.mktemp("uv-cache")  # empty: a fresh machine
     copy_worktree(REPO, root)
     # Tools tests/charts installed already (readme-generator-for-helm's npm tools, checkov): the copy
@@ -127,11 +117,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     synced = run([uv(), "sync", "--offline", "--locked", "--all-packages", "--quiet"], root, 600)
     assert synced.returncode == 0, synced.stderr
     print(f"copy, generate, uv sync: {time.monotonic() - started:.1f} s")
-    try:
-        yield Generated(root, before, created.stdout)
-    finally:
-        # The copy's venv is hundreds of MB (hard links into the uv cache): do not keep it around.
-        shutil.rmtree(root, ignore_errors=True)
+    # The copy runs its own embedded PostgreSQL from its venv, hence not under pytest's tmp tree; its
+    # venv is hundreds of MB, and shared_tmpdir removes it afterwards.
+    yield Generated(root, before, created.stdout)
 
 
 def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Generated) -> None:
@@ -277,20 +265,6 @@ def test_the_new_services_alerts_fire_and_stay_silent_as_designed(generated: Gen
     assert re.search(r"\b\d{2,} passed\b", result.stdout.strip().splitlines()[-1])
 
 
-def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("mesh up exited early:\n" + "".join(lines))
-        lines.append(line)
-        if marker in line:
-            return "".join(lines)
-    raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(lines))
-
-
 def test_mesh_up_serves_the_whole_fleet_with_the_new_service(generated: Generated, admin_url: str) -> None:
     offset = free_port_offset(load_registry(generated.root))
     database = f"test_scaffold_{uuid.uuid4().hex[:8]}"
@@ -303,7 +277,7 @@ def test_mesh_up_serves_the_whole_fleet_with_the_new_service(generated: Generate
         text=True,
     )
     try:
-        output = read_until(proc, "press Ctrl-C to stop", timeout=180)
+        output = "".join(read_until(proc, "press Ctrl-C to stop", timeout=180))
         fleet = load_registry(generated.root)
         for service in fleet:
             assert f"{service.name}: ready on http://127.0.0.1:{service.port + offset}" in output

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from securitylib import start_fleet, stop_fleet
+from securitylib import start_fleet
 
 from mesh.fleet import Fleet
 from mesh.registry import Registry
+from mesh.testing import stop_fleet
 
 
 class Meshes:

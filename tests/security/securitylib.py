@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg2
 
-from mesh.bootstrap import drop_database
+from mesh import testing
 from mesh.fleet import Fleet
 from mesh.registry import Registry
 
@@ -25,13 +25,13 @@ ADDRESS_ATTEMPTS = "100000"
 
 
 def start_fleet(registry: Registry, admin_url: str, run_dir: Path, mode: str) -> Fleet:
-    fleet = Fleet(
-        registry=registry,
-        admin_url=admin_url,
-        database=f"test_security_{uuid.uuid4().hex[:8]}",
-        run_dir=run_dir,
+    """The mesh to attack: a staff user, an introspecting service client, room for bursts of logins."""
+    return testing.start_fleet(
+        registry,
+        admin_url,
+        run_dir,
+        database_prefix="test_security",
         mode=mode,
-        fixed_ports=False,
         # Threads let a burst of logins be checked at the same time, as a busy pod would.
         service_env={
             "identity": {
@@ -41,29 +41,21 @@ def start_fleet(registry: Registry, admin_url: str, run_dir: Path, mode: str) ->
             }
         },
         extra_env={"MESH_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        prepare=_create_introspector,
     )
-    try:
-        fleet.up(seed=True)
-        fleet.manage(
-            fleet.registry["identity"],
-            "create_service_client",
-            INTROSPECTOR,
-            "--audience",
-            "identity",
-            "--introspect",
-            "--secret-env",
-            "INTROSPECTOR_SECRET",
-        )
-    except BaseException:
-        fleet.stop()
-        drop_database(admin_url, fleet.database)
-        raise
-    return fleet
 
 
-def stop_fleet(fleet: Fleet) -> None:
-    fleet.stop()
-    drop_database(fleet.admin_url, fleet.database)
+def _create_introspector(fleet: Fleet) -> None:
+    fleet.manage(
+        fleet.registry["identity"],
+        "create_service_client",
+        INTROSPECTOR,
+        "--audience",
+        "identity",
+        "--introspect",
+        "--secret-env",
+        "INTROSPECTOR_SECRET",
+    )
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,18 @@ def test_public_paths_skip_authentication(sidecar: SidecarProcess, upstream: Ups
     assert response.status_code == 401
 
 
+def test_a_probe_path_is_public_exactly_and_a_slash_entry_is_a_prefix(start_sidecar: Any) -> None:
+    """The contract's probe rule (exact, as meshkit answers them); an entry ending in `/` is a prefix."""
+    sidecar = start_sidecar(MESHAUTH_PUBLIC_PATHS="/livez,/readyz,/static/")
+    garbage = {"Authorization": "Bearer garbage"}
+    for path in ("/livez/anything", "/readyz/", "/static"):
+        assert httpx.get(f"{sidecar.url}{path}", headers=garbage).status_code == 401, path
+    for path in ("/readyz", "/static/app.css", "/static/admin/base.css"):
+        response = httpx.get(f"{sidecar.url}{path}", headers=garbage)
+        assert response.status_code == 200, path
+        assert header(response, "Authorization") is None
+
+
 def test_a_request_body_streams_through(sidecar: SidecarProcess, identity: FakeIdentity) -> None:
     body = uuid.uuid4().bytes * 40_000  # 640 kB
     response = httpx.post(

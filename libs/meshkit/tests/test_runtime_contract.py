@@ -1,22 +1,43 @@
-"""meshkit.contract: the committed runtime-contract page is its output, and what it declares is served."""
+"""The runtime contract (meshcontract): the committed page is its output, what it declares is served, and
+one edit of a fact there reaches meshkit, meshauth's Django settings and the sidecar alike."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 
-from meshkit import contract
+import meshcontract as contract
+from meshauth.django import conf as meshauth_conf
+from meshauth.settings import SidecarSettings
 
 PAGE = Path(__file__).resolve().parents[3] / "docs" / "runtime-contract.md"
 POD_IP = "10.42.7.19"
+# What the sidecar needs besides the contract's defaults.
+SIDECAR_ENV = {
+    "MESHAUTH_ISSUER": "http://identity.test",
+    "MESHAUTH_AUDIENCE": "orders,mesh",
+    "MESHAUTH_JWKS_URL": "http://identity.test/.well-known/jwks.json",
+    "MESHAUTH_PRINCIPAL_SECRET": "a-principal-secret-of-32-bytes!!",
+}
+APP_SETTINGS = {
+    "MESHAUTH_MODE": "inprocess",
+    "MESHAUTH_ISSUER": "http://identity.test",
+    "MESHAUTH_AUDIENCE": ["orders", "mesh"],
+    "MESHAUTH_JWKS_URL": "http://identity.test/.well-known/jwks.json",
+}
 
 
 def test_the_committed_page_is_the_generators_output() -> None:
     page = PAGE.read_text()
-    assert contract.rewrite(page) == page, "docs/runtime-contract.md is stale: run python -m meshkit.contract"
+    assert contract.rewrite(page) == page, "docs/runtime-contract.md is stale: run python -m meshcontract"
 
 
 def test_every_declared_variable_has_one_row_on_the_page() -> None:
@@ -86,3 +107,75 @@ def test_the_request_id_rule_is_the_contracts(client: Client, given: str, kept: 
     assert (re.fullmatch(contract.REQUEST_ID_PATTERN, given) is not None) is kept
     echoed = client.get("/items/a", headers={contract.REQUEST_ID_HEADER: given})[contract.REQUEST_ID_HEADER]
     assert (echoed == given) is kept
+
+
+def _is_probe_answer(client: Client, path: str) -> bool:
+    response = client.get(path, HTTP_HOST=POD_IP)
+    return response.status_code == 200 and response.json().get("status") == "ok"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path", ["/livez", "/readyz", "/livez/", "/livez/x", "/livezz", "/readyz/x", "/items/a", "/"]
+)
+def test_the_app_and_the_sidecar_treat_a_path_alike(client: Client, path: str) -> None:
+    """What meshkit answers as a probe is exactly what the sidecar (its defaults) lets through
+    without a token: one rule, the contract's exact match."""
+    sidecar = SidecarSettings.from_env(SIDECAR_ENV)
+    assert _is_probe_answer(client, path) is sidecar.is_public(path) is contract.is_probe(path)
+
+
+def test_one_edit_of_a_default_reaches_the_app_and_the_sidecar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The only change is the declaration; Django's settings object, the sidecar's and the
+    verifiers both build follow it, and so does the page."""
+    before = SidecarSettings.from_env(SIDECAR_ENV)
+    leeway = contract.variable("MESHAUTH_LEEWAY")
+    assert before.leeway == float(leeway.default or "")
+    edited = contract.Variable(**{**leeway.__dict__, "default": "45"})
+    declared = tuple(edited if v is leeway else v for v in contract.VARIABLES)
+    monkeypatch.setattr(contract, "VARIABLES", declared)
+
+    sidecar = SidecarSettings.from_env(SIDECAR_ENV)
+    with override_settings(**APP_SETTINGS):
+        app = meshauth_conf.get_settings()
+        assert (app.leeway, sidecar.leeway) == (45, 45)
+        assert meshauth_conf.get_verifier().leeway == sidecar.verifier().leeway == 45
+    assert "| `MESHAUTH_LEEWAY` | float | `45` |" in contract.render_tables()
+
+
+def test_one_edit_of_a_probe_path_reaches_meshkit_and_the_sidecar(tmp_path: Path) -> None:
+    """Edit one line of the contract's source (``LIVEZ``) and, in a fresh process importing the edited
+    package, meshkit answers the new path, the sidecar forwards it without a token, and the old path
+    is neither."""
+    edited = tmp_path / "meshcontract"
+    shutil.copytree(Path(contract.__file__).parent, edited)
+    source = edited / "__init__.py"
+    line = 'LIVEZ: Final = "/livez"'
+    assert source.read_text().count(line) == 1, "the probe path is declared on one line"
+    source.write_text(source.read_text().replace(line, 'LIVEZ: Final = "/healthz"'))
+    check = textwrap.dedent(
+        f"""
+        import django, json
+        django.setup()
+        from django.test import Client
+        from meshauth.settings import SidecarSettings
+        sidecar = SidecarSettings.from_env({SIDECAR_ENV!r})
+        client = Client()
+        def probe(path):
+            response = client.get(path, HTTP_HOST={POD_IP!r})
+            return response.status_code == 200 and json.loads(response.content).get("status") == "ok"
+        print(json.dumps({{path: [probe(path), sidecar.is_public(path)] for path in ("/healthz", "/livez")}}))
+        """
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parent)]),
+        "DJANGO_SETTINGS_MODULE": "meshkit_testapp.settings",
+        "MESH_LOCAL_DEV": "1",
+        "DATABASE_URL": "postgres://nobody@127.0.0.1:9/none",  # /livez does no I/O: nothing connects
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == '{"/healthz": [true, true], "/livez": [false, false]}'

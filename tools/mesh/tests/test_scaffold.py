@@ -32,23 +32,10 @@ from mesh.registry import find_root, load_registry
 from mesh.scaffold import ConcurrentEdit, plan, prepare, transaction
 from mesh.scaffold.plan import PlanError, ServiceSpec, lock
 from mesh.scaffold.transaction import write_all_or_nothing
+from mesh.testing import copy_worktree
 
 REPO = find_root(Path(__file__).parent)
 RUFF = Path(sys.executable).parent / "ruff"
-
-
-def copy_worktree(source: Path, target: Path) -> None:
-    """The working tree as git sees it (tracked and untracked, not ignored): others' work included."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=source,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for relative in filter(None, listed.split("\0")):
-        if (source / relative).is_file():
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / relative, target / relative)
 
 
 @pytest.fixture(scope="module", autouse=True)

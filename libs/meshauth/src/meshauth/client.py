@@ -11,9 +11,7 @@ behind them; with it, the caller answers them at once (orders: a 503, nothing re
 
 from __future__ import annotations
 
-import os
 import random
-import re
 import threading
 import time
 import uuid
@@ -24,6 +22,8 @@ import httpx
 
 from meshauth import context
 from meshauth.metrics import client_request_duration
+from meshauth.settings import environ_source, read
+from meshcontract import REQUEST_ID_HEADER, valid_request_id
 
 __all__ = ["IDEMPOTENT_METHODS", "RETRY_STATUSES", "ServiceClient", "ServiceTokenError"]
 
@@ -31,7 +31,6 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"
 RETRY_STATUSES: Final = frozenset({502, 503, 504})
 # Errors where the request may not have been processed: safe to repeat an idempotent request.
 _RETRY_ERRORS: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
-_SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 TOKEN_PATH: Final = "/api/v1/auth/service-token"  # noqa: S105 - a URL path
 
 
@@ -80,10 +79,11 @@ class ServiceClient:
     @classmethod
     def from_env(cls, **options: Any) -> ServiceClient:
         """A client from ``MESHAUTH_IDENTITY_URL``, ``MESHAUTH_CLIENT_ID`` and ``MESHAUTH_CLIENT_SECRET``."""
+        source = environ_source()
         return cls(
-            identity_url=os.environ.get("MESHAUTH_IDENTITY_URL", ""),
-            client_id=os.environ.get("MESHAUTH_CLIENT_ID", ""),
-            client_secret=os.environ.get("MESHAUTH_CLIENT_SECRET", ""),
+            identity_url=read(source, "MESHAUTH_IDENTITY_URL"),
+            client_id=read(source, "MESHAUTH_CLIENT_ID"),
+            client_secret=read(source, "MESHAUTH_CLIENT_SECRET"),
             **options,
         )
 
@@ -151,7 +151,7 @@ class ServiceClient:
         method = method.upper()
         retry = idempotent if idempotent is not None else method in IDEMPOTENT_METHODS
         outbound = dict(headers or {})
-        outbound["X-Request-ID"] = self._request_id(request_id)
+        outbound[REQUEST_ID_HEADER] = self._request_id(request_id)
         user_token = self._user_token(as_user)
         outbound["Authorization"] = f"Bearer {user_token or self.token(audience)}"
         response = self._send(method, url, target=audience, idempotent=retry, headers=outbound, **kwargs)
@@ -198,7 +198,7 @@ class ServiceClient:
     @staticmethod
     def _request_id(explicit: str | None) -> str:
         for candidate in (explicit, context.current().request_id):
-            if candidate and _SAFE_REQUEST_ID.match(candidate):
+            if candidate and valid_request_id(candidate):
                 return candidate
         return uuid.uuid4().hex
 

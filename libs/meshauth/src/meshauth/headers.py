@@ -30,6 +30,13 @@ from typing import Final
 
 from meshauth.errors import InvalidPrincipalHeaders, InvalidToken
 from meshauth.principal import Principal
+from meshcontract import (
+    PRINCIPAL_HEADER,
+    PRINCIPAL_HEADERS,
+    PRINCIPAL_SIGNATURE_HEADER,
+    PRINCIPAL_TIMESTAMP_HEADER,
+    variable,
+)
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -48,14 +55,13 @@ __all__ = [
     "verify_principal_headers",
 ]
 
-PRINCIPAL_HEADER: Final = "X-Mesh-Principal"
-TIMESTAMP_HEADER: Final = "X-Mesh-Principal-Timestamp"
-SIGNATURE_HEADER: Final = "X-Mesh-Principal-Signature"
-PRINCIPAL_HEADERS: Final = (PRINCIPAL_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+# The names are the runtime contract's: the app and the sidecar must agree on them.
+TIMESTAMP_HEADER: Final = PRINCIPAL_TIMESTAMP_HEADER
+SIGNATURE_HEADER: Final = PRINCIPAL_SIGNATURE_HEADER
 
-#: Seconds signed headers stay valid. Sidecar and app share a clock (same node), so this only has
-#: to cover queueing in gunicorn's backlog.
-DEFAULT_MAX_AGE: Final = 30
+#: Seconds signed headers stay valid (``MESHAUTH_PRINCIPAL_MAX_AGE``'s default). Sidecar and app share
+#: a clock (same node), so this only has to cover queueing in gunicorn's backlog.
+DEFAULT_MAX_AGE: Final = float(variable("MESHAUTH_PRINCIPAL_MAX_AGE").default or 0)
 # Tolerated clock difference in the other direction (timestamps slightly in the future).
 _FUTURE_SKEW: Final = 5
 _VERSION: Final = "v1"

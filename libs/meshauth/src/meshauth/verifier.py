@@ -24,13 +24,15 @@ from meshauth.jwks import JWKSCache
 from meshauth.keys import ALGORITHMS
 from meshauth.metrics import AuthMetrics, default_metrics
 from meshauth.principal import Principal
+from meshcontract import variable
 
 __all__ = ["MAX_LEEWAY", "MAX_TOKEN_BYTES", "REQUIRED_CLAIMS", "Verifier"]
 
 log = logging.getLogger("meshauth.verifier")
 
 MAX_LEEWAY: Final = 60
-MAX_TOKEN_BYTES: Final = 8192
+#: The default of ``MESHAUTH_MAX_TOKEN_BYTES`` (the runtime contract's).
+MAX_TOKEN_BYTES: Final = int(variable("MESHAUTH_MAX_TOKEN_BYTES").default or 0)
 REQUIRED_CLAIMS: Final = ("exp", "iat", "iss", "aud", "sub")
 # Header parameters that point at or embed a key. Honouring any of them lets the token choose the
 # key that verifies it, so their mere presence is a rejection.

@@ -18,11 +18,9 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from meshcontract import QUIET_PATHS, REQUEST_ID_HEADER, REQUEST_ID_META
 from meshkit import heartbeat
 from meshkit.env import get_env
-
-# Requests whose access lines are noise: probes every few seconds and Prometheus scrapes.
-QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 def cpu_limit(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -65,7 +63,7 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
             "bytes": getattr(resp, "sent", None),
             "remote_addr": environ.get("REMOTE_ADDR"),
             "user_agent": environ.get("HTTP_USER_AGENT"),
-            "request_id": headers.get("X-Request-ID") or environ.get("HTTP_X_REQUEST_ID"),
+            "request_id": headers.get(REQUEST_ID_HEADER) or environ.get(REQUEST_ID_META),
         }
         self.access_log.info(json.dumps(entry))
 

@@ -30,6 +30,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from meshcontract import QUIET_PATHS
+
 __all__ = [
     "DB_QUERIES_PER_REQUEST",
     "DB_QUERY_DURATION",
@@ -44,7 +46,7 @@ SIZE_BUCKETS = (0, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"
 # Probe and scrape traffic would dominate every rate and drown the SLO signal.
-UNMEASURED_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+UNMEASURED_PATHS = QUIET_PATHS
 
 HTTP_LABELS = ("http_request_method", "http_route", "http_response_status_code")
 

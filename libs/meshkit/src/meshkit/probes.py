@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from meshcontract import LIVEZ, METRICS, READYZ, is_probe
 from meshkit.env import as_bool, get_env, local_dev
 from meshkit.errors import json_error
 from meshkit.health import run_readiness
@@ -23,9 +24,7 @@ from meshkit.metrics import metrics_response
 
 __all__ = ["ADMIN_PREFIXES", "PROBE_PATHS", "ProbeMiddleware", "metrics_port"]
 
-LIVEZ = "/livez"
-READYZ = "/readyz"
-METRICS = "/metrics"
+# The contract's probes (matched by its exact rule) and the scrape path.
 PROBE_PATHS = (LIVEZ, READYZ, METRICS)
 # The admin and the static files its pages load.
 ADMIN_PREFIXES = ("/admin/", "/static/")
@@ -59,7 +58,7 @@ class ProbeMiddleware:
                 return json_error(404, "Not found.")
         elif not self.admin_public and path.startswith(ADMIN_PREFIXES[0]):
             return json_error(404, "Not found.")
-        if path not in PROBE_PATHS or request.method not in ("GET", "HEAD"):
+        if not (is_probe(path) or path == METRICS) or request.method not in ("GET", "HEAD"):
             return self.get_response(request)
         if path == LIVEZ:
             return JsonResponse({"status": "ok"})

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 
 from django.http import HttpRequest, HttpResponse
 
-from meshkit.contract import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
+from meshcontract import REQUEST_ID_HEADER, REQUEST_ID_META, valid_request_id
 
 __all__ = ["HEADER", "RequestIdMiddleware", "current_request_id", "new_request_id"]
 
 HEADER = REQUEST_ID_HEADER
-# A client may send anything; only short, log-safe ids are propagated (the contract's rule).
-_SAFE_ID = re.compile(REQUEST_ID_PATTERN)
 _current: ContextVar[str | None] = ContextVar("meshkit_request_id", default=None)
 
 
@@ -31,7 +28,8 @@ def current_request_id() -> str | None:
 
 def accept_request_id(value: str | None) -> str:
     """Keep a caller's id when it is safe to log and forward, else make a new one."""
-    if value and _SAFE_ID.match(value):
+    # A client may send anything; only short, log-safe ids are propagated (the contract's rule).
+    if valid_request_id(value):
         return value
     return new_request_id()
 
@@ -44,7 +42,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = accept_request_id(request.headers.get(HEADER))
-        request.META["HTTP_X_REQUEST_ID"] = request_id
+        request.META[REQUEST_ID_META] = request_id
         token = _current.set(request_id)
         try:
             response = self.get_response(request)

@@ -1,14 +1,4 @@
-from django.contrib import admin
-from django.urls import path
+from meshkit.urls import *  # noqa: F403 - the JSON error handlers
+from meshkit.urls import service_urlpatterns
 
-from catalog.api import api
-
-handler400 = "meshkit.errors.handler400"
-handler403 = "meshkit.errors.handler403"
-handler404 = "meshkit.errors.handler404"
-handler500 = "meshkit.errors.handler500"
-
-urlpatterns = [
-    path("admin/", admin.site.urls),
-    path("api/v1/", api.urls),
-]
+urlpatterns = service_urlpatterns("catalog.api.api")

@@ -50,6 +50,7 @@ from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry
 from mesh.tooling import ensure_wrk
+from meshcontract import READYZ
 
 __all__ = ["run_bench"]
 
@@ -311,7 +312,7 @@ def _modes(
         proc.start()
         extra.append(proc)
         targets[auth] = (f"http://127.0.0.1:{port}", proc.pid)
-        wait_for_http(f"http://127.0.0.1:{port}/readyz", watch=[proc])
+        wait_for_http(f"http://127.0.0.1:{port}{READYZ}", watch=[proc])
     app, sidecar = (proc.pid for proc in fleet.processes["orders"])
     identity = [proc.pid for proc in fleet.processes["identity"]]
     inproc_url, inproc_pid = targets["inprocess"]

@@ -46,6 +46,7 @@ from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry
 from mesh.supervisor import Supervisor
 from mesh.watchdog import guard_postgres
+from meshcontract import READYZ
 
 __all__ = ["ChaosConfig", "ChaosReport", "format_report", "run_chaos"]
 
@@ -400,7 +401,7 @@ def _run_faults(
 
 def _ready(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        return httpx.get(f"{url}{READYZ}", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 

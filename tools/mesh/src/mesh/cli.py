@@ -36,6 +36,7 @@ from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, run_dir
 from mesh.registry import find_root, load_registry
 from mesh.supervisor import GaveUp, Supervisor
 from mesh.watchdog import guard_postgres
+from meshcontract import READYZ
 
 __all__ = ["main"]
 
@@ -219,7 +220,7 @@ def _print_table(fleet: Fleet) -> None:
     rows = [("service", "url", "health", "api docs")]
     for service in fleet.services:
         base = fleet.url(service.name)
-        rows.append((service.name, base, f"{base}/readyz", f"{base}/api/v1/docs"))
+        rows.append((service.name, base, f"{base}{READYZ}", f"{base}/api/v1/docs"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [""]
     for index, row in enumerate(rows):

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from mesh.pooler import PgBouncer
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry, Service
+from meshcontract import READYZ, callee_url_variable, read_database_url_variable
 
 __all__ = ["Fleet", "PortInUse", "ServicePorts"]
 
@@ -94,6 +96,21 @@ class Fleet:
     _principal_secrets: dict[str, str] = field(default_factory=dict)
     _socket_dir: str = ""
     pgbouncer: PgBouncer | None = None
+
+    @classmethod
+    def on_free_ports(
+        cls, registry: Registry, admin_url: str, run_dir: Path, *, database_prefix: str, **options: Any
+    ) -> Fleet:
+        """A fleet beside any other (tests, dashboard previews): free ports and a database of its own,
+        ``<database_prefix>_<random>``. ``options`` are the other fields."""
+        return cls(
+            registry=registry,
+            admin_url=admin_url,
+            database=f"{database_prefix}_{uuid.uuid4().hex[:8]}",
+            run_dir=run_dir,
+            fixed_ports=False,
+            **options,
+        )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -197,9 +214,9 @@ class Fleet:
             env["MESH_SERVICE_CLIENTS"] = json.dumps(self.client_credentials())
         for callee in service.calls:
             if callee in self.ports:
-                env[f"{callee.upper()}_URL"] = self.url(callee)
+                env[callee_url_variable(callee)] = self.url(callee)
         for owner in service.reads:
-            env[f"{owner.upper()}_READ_DATABASE_URL"] = self.database_url(service.reader_role, direct=direct)
+            env[read_database_url_variable(owner)] = self.database_url(service.reader_role, direct=direct)
         if self.pgbouncer is not None and not direct:
             env["DATABASE_POOLER"] = self.pgbouncer.pool_mode
         env.update(self.extra_env)
@@ -316,7 +333,8 @@ class Fleet:
         return path
 
     def wait_ready(self, service: Service, timeout: float = 60.0) -> None:
-        wait_for_http(f"{self.url(service.name)}/readyz", timeout=timeout, watch=self.processes[service.name])
+        url = f"{self.url(service.name)}{READYZ}"
+        wait_for_http(url, timeout=timeout, watch=self.processes[service.name])
 
     def up(self, progress: Callable[[str], None] = lambda _: None, seed: bool = False) -> None:
         """Bootstrap, migrate, (seed,) start and wait for every service, reporting each step."""

@@ -25,9 +25,7 @@ from pathlib import Path
 
 from mesh.bootstrap import bootstrap, drop_database, local_passwords, service_url
 from mesh.registry import Registry, Service
-from meshkit.contract import variable
-
-READ_DATABASE_URL = variable("<OWNER>_READ_DATABASE_URL")
+from meshcontract import read_database_url_variable
 
 __all__ = ["ALLOW_LIST", "AllowList", "Finding", "LintError", "lint", "squawk_binary"]
 
@@ -113,7 +111,7 @@ def migration_sql(registry: Registry, service: Service, database_url: str) -> li
         "PYTHONPATH": os.pathsep.join(filter(None, [str(service_dir / "src"), os.environ.get("PYTHONPATH")])),
     }
     for owner in service.reads:
-        env[READ_DATABASE_URL.named(owner)] = database_url
+        env[read_database_url_variable(owner)] = database_url
     result = subprocess.run(  # noqa: S603 - this interpreter, a module of ours
         [sys.executable, "-m", "mesh.migration_sql", service.name],
         env=env,

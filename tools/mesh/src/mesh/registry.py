@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshcontract import reader_role
+
 __all__ = ["Registry", "Service", "find_root", "load_registry"]
 
 REGISTRY_FILE = "mesh.toml"
@@ -55,8 +57,8 @@ class Service:
 
     @property
     def reader_role(self) -> str:
-        """The login role limited to SELECT on the schemas in ``reads``."""
-        return f"{self.name}_reader"
+        """The login role limited to SELECT on the schemas in ``reads`` (the runtime contract's name)."""
+        return reader_role(self.name)
 
     @property
     def settings_module(self) -> str:

@@ -25,6 +25,7 @@ import httpx
 from mesh.fleet import Fleet
 from mesh.processes import ManagedProcess
 from mesh.registry import Service
+from meshcontract import READYZ
 
 __all__ = ["GaveUp", "RestartPolicy", "Supervisor"]
 
@@ -131,7 +132,7 @@ class Supervisor:
 
     def _serving(self, service: Service) -> bool:
         try:
-            return httpx.get(f"{self.fleet.url(service.name)}/readyz", timeout=0.5).status_code == 200
+            return httpx.get(f"{self.fleet.url(service.name)}{READYZ}", timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -17,20 +17,34 @@ import os
 import random
 import shutil
 import socket
+import subprocess
 import tempfile
-from collections.abc import Generator, Iterable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
 from mesh.bootstrap import bootstrap, drop_database, local_passwords, service_url
-from mesh.fleet import POOLER_PORT
+from mesh.fleet import POOLER_PORT, Fleet
 from mesh.local import embedded_postgres
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service, find_root, load_registry
+from meshcontract import read_database_url_variable
 
-__all__ = ["django_db_setup", "free_port_offset", "private_postgres", "test_admin_url", "tool_missing"]
+__all__ = [
+    "copy_worktree",
+    "django_db_setup",
+    "free_port_offset",
+    "private_postgres",
+    "read_until",
+    "shared_tmpdir",
+    "start_fleet",
+    "stop_fleet",
+    "test_admin_url",
+    "tool_missing",
+]
 
 _state: dict[str, Any] = {}
 
@@ -77,6 +91,70 @@ def free_port_offset(registry: Registry, extra_ports: Iterable[int] = ()) -> int
             _offsets_given.add(offset)
             return offset
     raise RuntimeError("no port offset leaves every port of the fleet free on 127.0.0.1")
+
+
+def start_fleet(
+    registry: Registry,
+    admin_url: str,
+    run_dir: Path,
+    *,
+    database_prefix: str = "test_fleet",
+    prepare: Callable[[Fleet], object] | None = None,
+    **options: Any,
+) -> Fleet:
+    """A seeded fleet on free ports against a fresh database, then ``prepare(fleet)``; nothing is
+    left running or behind when either fails. ``options`` are :class:`~mesh.fleet.Fleet`'s."""
+    fleet = Fleet.on_free_ports(registry, admin_url, run_dir, database_prefix=database_prefix, **options)
+    try:
+        fleet.up(seed=True)
+        if prepare is not None:
+            prepare(fleet)
+    except BaseException:
+        stop_fleet(fleet)
+        raise
+    return fleet
+
+
+def stop_fleet(fleet: Fleet) -> None:
+    """Stop every process of ``fleet`` and drop its database."""
+    fleet.stop()
+    drop_database(fleet.admin_url, fleet.database)
+
+
+def copy_worktree(source: Path, target: Path) -> None:
+    """The working tree as git sees it (tracked and untracked, not ignored), copied under ``target``:
+    uncommitted work included, so a test on a copy tests what is on disk."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
+        cwd=source,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for relative in filter(None, listed.split("\0")):
+        path = source / relative
+        if path.is_file():  # a file deleted in the working tree is still in the index
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / relative)
+
+
+def read_until(
+    proc: subprocess.Popen[str], marker: str, timeout: float, seen: list[str] | None = None
+) -> list[str]:
+    """The lines ``proc`` prints (``mesh up``'s, say) up to the first holding ``marker``; each is also
+    appended to ``seen``, whose whole text an early exit or a timeout reports."""
+    seen = [] if seen is None else seen
+    start = len(seen)
+    deadline = time.monotonic() + timeout
+    if proc.stdout is None:
+        raise ValueError("read_until needs a process started with stdout=PIPE")
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("the process exited early:\n" + "".join(seen))
+        seen.append(line)
+        if marker in line:
+            return seen[start:]
+    raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(seen))
 
 
 def test_admin_url() -> str:
@@ -128,7 +206,7 @@ def _prepare_database(settings_module: str, rootpath: Path) -> None:
     _state["fleet"] = fleet
     os.environ["DATABASE_URL"] = service_url(admin, database, service.role)
     for owner in service.reads:
-        os.environ[f"{owner.upper()}_READ_DATABASE_URL"] = service_url(admin, database, service.reader_role)
+        os.environ[read_database_url_variable(owner)] = service_url(admin, database, service.reader_role)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -157,16 +235,28 @@ def django_db_setup(django_db_blocker: Any) -> None:
 @pytest.fixture
 def private_postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server of this test's own, which the test may stop and start at will."""
-    # Not under pytest's tmp_path: every pytest session on the host resets that tree to mode 0700,
-    # which would lock the server's own (unprivileged) user out of its data directory.
-    home = Path(tempfile.mkdtemp(prefix="mesh-pg-"))
-    server = EmbeddedPostgres(home)
-    server.start()
+    with shared_tmpdir("mesh-pg-") as home:
+        server = EmbeddedPostgres(home)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def shared_tmpdir(prefix: str) -> Iterator[Path]:
+    """A temporary directory that PostgreSQL's own unprivileged user may traverse; removed afterwards.
+
+    Not under pytest's tmp_path: every pytest session on the host (a nested one included) resets
+    that tree to mode 0700, which locks the server's user out of its data directory or binaries.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
     try:
-        yield server
+        yield path
     finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

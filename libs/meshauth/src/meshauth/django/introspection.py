@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from meshauth.client import ServiceClient
+from meshauth.django.conf import get_settings
 from meshauth.errors import InvalidToken
 from meshauth.metrics import default_metrics
 from meshauth.principal import USER_TOKEN_USE, Principal
@@ -27,7 +28,10 @@ def _service_client() -> ServiceClient:
     global _client
     with _lock:
         if _client is None:
-            _client = ServiceClient.from_env()
+            conf = get_settings()
+            _client = ServiceClient(
+                identity_url=conf.identity_url, client_id=conf.client_id, client_secret=conf.client_secret
+            )
         return _client
 
 

@@ -24,6 +24,7 @@ from meshauth.errors import InvalidPrincipalHeaders, InvalidToken
 from meshauth.headers import PRINCIPAL_HEADERS, bearer_token, strip_identity_meta, verify_principal_headers
 from meshauth.metrics import default_metrics
 from meshauth.principal import Principal
+from meshcontract import REQUEST_ID_META
 
 __all__ = ["DENIAL_ATTRIBUTE", "MeshAuthMiddleware"]
 
@@ -74,7 +75,7 @@ class MeshAuthMiddleware:
             default_metrics().decision("anonymous", "", conf.mode)
         request.principal = principal  # type: ignore[attr-defined]
         request.auth_token = token  # type: ignore[attr-defined]
-        with request_context(request.META.get("HTTP_X_REQUEST_ID"), principal, token):
+        with request_context(request.META.get(REQUEST_ID_META), principal, token):
             response = self.get_response(request)
         denial: Denial | None = getattr(request, DENIAL_ATTRIBUTE, None)
         if denial is not None and response.status_code == denial.status:

@@ -11,6 +11,7 @@ import sys
 import uvloop
 from aiohttp import web
 
+from meshauth.settings import inherited_fd
 from meshauth.sidecar.config import ConfigError, SidecarConfig
 from meshauth.sidecar.logging import ACCESS_LINES, configure_logging
 from meshauth.sidecar.proxy import Sidecar, create_metrics_server, create_server
@@ -21,6 +22,15 @@ log = logging.getLogger("meshauth.sidecar")
 
 # How long a stopping sidecar keeps answering on open connections (with Connection: close).
 DRAIN_SECONDS = 6.0
+
+
+def _site(runner: web.BaseRunner, listen: tuple[str, int], backlog: int = 128) -> web.BaseSite:
+    fd = inherited_fd(listen)
+    if fd is not None:
+        # A socket its supervisor keeps open across restarts: connections queue instead of being
+        # refused while no sidecar runs, and a replacement takes over with none lost.
+        return web.SockSite(runner, socket.socket(fileno=fd))
+    return web.TCPSite(runner, *listen, backlog=backlog)
 
 
 async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> None:
@@ -34,21 +44,11 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     server = create_server(sidecar)
     runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
-    site: web.BaseSite
-    if config.listen_fd is not None:
-        # A socket its supervisor keeps open across restarts: connections queue instead of being
-        # refused while no sidecar runs, and a replacement takes over with none lost.
-        site = web.SockSite(runner, socket.socket(fileno=config.listen_fd))
-    else:
-        site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
+    site = _site(runner, config.listen, backlog=1024)
     await site.start()
     metrics_runner = web.ServerRunner(create_metrics_server(sidecar), shutdown_timeout=1)
     await metrics_runner.setup()
-    metrics_site: web.BaseSite
-    if config.metrics_fd is not None:
-        metrics_site = web.SockSite(metrics_runner, socket.socket(fileno=config.metrics_fd))
-    else:
-        metrics_site = web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port)
+    metrics_site = _site(metrics_runner, config.metrics_listen)
     await metrics_site.start()
     log.info("listening on %s (metrics on %s), upstream %s", site.name, metrics_site.name, config.upstream)
     await stop.wait()

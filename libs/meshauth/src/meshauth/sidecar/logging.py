@@ -16,11 +16,9 @@ from time import time as wallclock
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-__all__ = ["ACCESS_LINES", "AccessLogger", "JsonFormatter", "LineBatch", "configure_logging"]
+from meshcontract import REQUEST_ID_HEADER, is_probe
 
-# Probes every few seconds would bury the requests that matter (scrapes go to the metrics listener,
-# which has no access log). Exact paths: with prefixes, ``/livezX/../api/v1/orders`` would hide.
-QUIET_PATHS = frozenset({"/livez", "/readyz"})
+__all__ = ["ACCESS_LINES", "AccessLogger", "JsonFormatter", "LineBatch", "configure_logging"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,12 +55,14 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         path = request.path
-        if path in QUIET_PATHS and request.raw_path.startswith(path):
+        # Probes every few seconds would bury the requests that matter (scrapes go to the metrics
+        # listener, which has no access log). The contract's exact rule: ``/livezX/../x`` is logged.
+        if is_probe(path) and request.raw_path.startswith(path):
             return
         method, status = _json_str(request.method), response.status
         quoted_path = _json_str(path)
         message = _json_str(f"{request.method} {path} {status}")
-        request_id = _json_str(response.headers.get("X-Request-ID", ""))
+        request_id = _json_str(response.headers.get(REQUEST_ID_HEADER, ""))
         ACCESS_LINES.add(
             # json.dumps' own separators: the same text as JsonFormatter would write.
             f'{{"time": "{_now()}", "level": "INFO", "logger": {_json_str(self.logger.name)}, '

@@ -18,6 +18,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, InvalidURLError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from meshcontract import REQUEST_ID_HEADER
+
 __all__ = ["SidecarServer", "error_response"]
 
 log = logging.getLogger("meshauth.sidecar")
@@ -55,7 +57,7 @@ class _Protocol(RequestHandler):
             log.error("error handling request from %s", request.remote, exc_info=exc)
             status, reason, detail = 500, "internal_error", "The proxy failed; this is a bug."
         # The request was never parsed, so it has no request ID of its own: a fresh one, as for any answer.
-        response = error_response(status, reason, detail, {"X-Request-ID": uuid.uuid4().hex})
+        response = error_response(status, reason, detail, {REQUEST_ID_HEADER: uuid.uuid4().hex})
         response.force_close()
         return response
 

@@ -11,7 +11,8 @@ Per request:
 2. Requests with more header bytes than ``max_header_bytes`` get 431, bodies over
    ``max_body_bytes`` get 413, before anything reaches the app.
 3. Every inbound identity header is dropped (:func:`meshauth.headers.is_identity_header`).
-4. On a public path (``MESHAUTH_PUBLIC_PATHS``, prefix match on whole segments) the request is
+4. On a public path (``MESHAUTH_PUBLIC_PATHS``: an entry ending in ``/`` is a prefix of whole
+   segments, any other entry one exact path, as the probes are everywhere) the request is
    forwarded anonymously without looking at ``Authorization`` (which is dropped), so probes never
    depend on tokens or on identity.
 5. Elsewhere, a bearer token is verified: invalid -> 401 JSON with ``WWW-Authenticate`` (503 while
@@ -36,7 +37,6 @@ import ipaddress
 import itertools
 import json
 import logging
-import re
 import time
 import uuid
 from typing import Final
@@ -49,7 +49,6 @@ from yarl import URL
 
 from meshauth.errors import InvalidToken
 from meshauth.headers import PrincipalSigner, bearer_token, is_identity_header
-from meshauth.jwks import default_cache_file
 from meshauth.principal import Principal
 from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
@@ -58,18 +57,15 @@ from meshauth.sidecar.protocol import SidecarServer
 from meshauth.sidecar.stall import StallGuard
 from meshauth.sidecar.target import BadTarget, Target, parse_target
 from meshauth.sidecar.upstream import open_pool, origin
-from meshauth.verifier import Verifier
+from meshcontract import LIVEZ, REQUEST_ID_HEADER, SIDECAR_METRICS, is_probe, valid_request_id
 
 __all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
 
 log = logging.getLogger("meshauth.sidecar")
 
-METRICS_PATH: Final = "/metrics/sidecar"
-# Probe traffic would drown the signal in the request metrics and the access log. Exact paths: a
-# prefix would let ``/livezX/...`` hide from both. (Scrapes go to the metrics listener.)
-UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz"})
+METRICS_PATH: Final = SIDECAR_METRICS
 # What the sidecar asks to tell a slow app from a stalled one (the pod's liveness probe).
-LIVENESS_PATH: Final = "/livez"
+LIVENESS_PATH: Final = LIVEZ
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HOP_BY_HOP: Final = frozenset(
     {
@@ -90,7 +86,7 @@ HOP_BY_HOP: Final = frozenset(
 _REPLACED: Final = frozenset(
     {
         "authorization",
-        "x-request-id",
+        REQUEST_ID_HEADER.lower(),
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-protocol",
@@ -98,7 +94,6 @@ _REPLACED: Final = frozenset(
         "expect",
     }
 )
-_SAFE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BUFFER_LIMIT: Final = 65_536
 _MAX_HEADER_NAMES: Final = 1024
 
@@ -113,7 +108,7 @@ def _json_response(
     status: int, reason: str, detail: str, request_id: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     body = json.dumps({"detail": detail, "reason": reason}).encode()
-    out = {"X-Request-ID": request_id, **(headers or {})}
+    out = {REQUEST_ID_HEADER: request_id, **(headers or {})}
     return web.Response(status=status, body=body, content_type="application/json", headers=out)
 
 
@@ -135,8 +130,8 @@ def _is_trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv
 
 
 def _request_id(request: web.BaseRequest) -> str:
-    request_id = request.headers.get("X-Request-ID", "")
-    return request_id if _SAFE_REQUEST_ID.match(request_id) else _new_request_id()
+    request_id = request.headers.get(REQUEST_ID_HEADER, "")
+    return request_id if valid_request_id(request_id) else _new_request_id()
 
 
 # Generated request ids: 64 random bits per process, then a counter (a uuid4 per request costs a
@@ -149,32 +144,13 @@ def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
-def _is_under(path: str, prefixes: tuple[str, ...]) -> bool:
-    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
-
-
 class Sidecar:
     """The proxy's state (config, verifier, upstream pool, metrics) and its request handler."""
 
     def __init__(self, config: SidecarConfig, metrics: SidecarMetrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or SidecarMetrics()
-        self.verifier = Verifier(
-            issuer=config.issuer,
-            audience=config.audience,
-            jwks_url=config.jwks_url,
-            algorithms=config.algorithms,
-            leeway=config.leeway,
-            max_token_bytes=config.max_token_bytes,
-            jwks_ttl=config.jwks_ttl,
-            jwks_min_refresh_interval=config.jwks_min_refresh_interval,
-            jwks_max_staleness=config.jwks_max_staleness,
-            http_timeout=config.http_timeout,
-            # A restarted sidecar starts with the last good keys, even while identity is down.
-            jwks_cache_file=config.jwks_cache_file or default_cache_file(config.jwks_url),
-            metrics=self.metrics.auth,
-            mode="sidecar",
-        )
+        self.verifier = config.verifier(metrics=self.metrics.auth, mode="sidecar")
         jwks = self.verifier.jwks
         # Age at scrape time, not at the last verification.
         self.metrics.auth.jwks_age.set_function(lambda: jwks.age() or 0.0)
@@ -245,7 +221,8 @@ class Sidecar:
             self.metrics.rejected_requests.labels(exc.reason).inc()
             return _json_response(exc.status, exc.reason, exc.detail, _request_id(request))
         path = target.path
-        if path in UNMEASURED_PATHS:
+        # Probe traffic would drown the signal in the request metrics (scrapes go to the metrics listener).
+        if is_probe(path):
             return await self._serve(request, target)
         start = time.perf_counter()
         self.metrics.active_requests.inc()
@@ -291,7 +268,7 @@ class Sidecar:
 
         principal: Principal | None = None
         token: str | None = None
-        if not _is_under(target.path, self.config.public_paths):
+        if not self.config.is_public(target.path):
             try:
                 principal, token = await self._authenticate(inbound)
             except InvalidToken as exc:
@@ -349,7 +326,7 @@ class Sidecar:
         if principal is not None and token is not None:
             out["Authorization"] = f"Bearer {token}"
             out.update(self._signer.sign(principal, token))
-        out["X-Request-ID"] = request_id
+        out[REQUEST_ID_HEADER] = request_id
         peer = request.remote or ""
         forwarded_for = ", ".join(inbound.getall("X-Forwarded-For", []))
         out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
@@ -480,7 +457,7 @@ class Sidecar:
         for name, value in upstream.headers.items():
             if name.lower() not in HOP_BY_HOP:
                 headers.add(name, value)
-        headers.setdefault("X-Request-ID", request_id)
+        headers.setdefault(REQUEST_ID_HEADER, request_id)
         length = upstream.content_length
         bodiless = request.method == "HEAD" or upstream.status in (204, 304)
         head = b""

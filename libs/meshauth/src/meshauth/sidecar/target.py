@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
 
+from meshcontract import variable
+
 __all__ = ["MAX_TARGET_BYTES", "BadTarget", "Target", "parse_target"]
 
-# Browsers and proxies commonly cap URLs at 8 KB; an API's URLs are far shorter. Above this, 414.
-MAX_TARGET_BYTES: Final = 4096
+# Browsers and proxies commonly cap URLs at 8 KB; an API's URLs are far shorter. Above this, 414
+# (``MESHAUTH_SIDECAR_MAX_URL_BYTES``'s default in the runtime contract).
+MAX_TARGET_BYTES: Final = int(variable("MESHAUTH_SIDECAR_MAX_URL_BYTES").default or 0)
 _DOT_SEGMENTS: Final = frozenset({".", ".."})
 
 

@@ -45,6 +45,7 @@ from mesh.containers.podman import Podman, PodmanError
 from mesh.journey import JOURNEY
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service
+from meshcontract import READYZ, read_database_url_variable
 
 __all__ = ["PodsRun", "run_pods"]
 
@@ -149,7 +150,7 @@ class PodsRun:
             if service.name in self.client_secrets:
                 data["MESHAUTH_CLIENT_SECRET"] = self.client_secrets[service.name]
             for owner in service.reads:
-                data[f"{owner.upper()}_READ_DATABASE_URL"] = self._url(service.reader_role)
+                data[read_database_url_variable(owner)] = self._url(service.reader_role)
             self.create_secret(f"{self.name(service.name)}-secrets", data)
 
     def _secret_names(self, spec: Doc) -> Doc:
@@ -310,7 +311,7 @@ class PodsRun:
         )
 
     def wait_ready(self, service: Service, pod: str) -> None:
-        url = f"{self.url(service.name)}/readyz"
+        url = f"{self.url(service.name)}{READYZ}"
         deadline = time.monotonic() + READY_TIMEOUT
         last = "no answer"
         while time.monotonic() < deadline:

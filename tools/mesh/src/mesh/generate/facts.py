@@ -8,7 +8,7 @@ template holds layout and prose only.
 from __future__ import annotations
 
 from mesh.registry import Service
-from meshkit.contract import UPSTREAM_PORT, variable
+from meshcontract import PROBES, UPSTREAM_PORT, variable
 
 __all__ = ["ISSUER", "service_context"]
 
@@ -42,7 +42,8 @@ def service_context(service: Service) -> dict[str, str]:
         "smoke_path": service.smoke_path,
         "reads_yaml": _yaml_list(service.reads, 4),
         "calls_yaml": _yaml_list(service.calls, 4),
-        "public_paths_yaml": "".join(f"\n    - {path}" for path in service.public_paths),
+        # The probes are public in every chart (the contract's paths), then mesh.toml's own.
+        "public_paths_yaml": "".join(f"\n    - {path}" for path in (*PROBES, *service.public_paths)),
         # The issuer's own sidecar reads the keys from the app beside it: through the Service it would
         # ask itself, and no token protects the JWKS anyway.
         "jwks_url": f"http://127.0.0.1:{UPSTREAM_PORT}{JWKS_PATH}" if issuer else '""',

@@ -17,7 +17,7 @@ from pathlib import Path
 from mesh.bootstrap import password_variable, psql_script
 from mesh.bootstrap import roles as mesh_roles
 from mesh.registry import Registry, Service
-from meshkit.contract import variable
+from meshcontract import read_database_url_variable
 
 __all__ = ["DIRECTORY", "files"]
 
@@ -163,7 +163,6 @@ stringData:
 def render_dev_secrets(services: list[Service]) -> str:
     """DEVELOPMENT-ONLY Secrets: role passwords and each chart's default existingSecret (<svc>-secrets)."""
     docs = [_secret("mesh-db-roles", {role: f"dev-only-{role}" for role in roles(services)})]
-    read_url = variable("<OWNER>_READ_DATABASE_URL")
     for service in sorted(services, key=lambda s: s.name):
         name = service.name
         data = {
@@ -174,7 +173,9 @@ def render_dev_secrets(services: list[Service]) -> str:
             data["MESHAUTH_CLIENT_SECRET"] = f"dev-only-{name}-client-secret"
         for owner in service.reads:
             reader = service.reader_role
-            data[read_url.named(owner)] = f"postgres://{reader}:dev-only-{reader}@postgres:5432/mesh"
+            data[read_database_url_variable(owner)] = (
+                f"postgres://{reader}:dev-only-{reader}@postgres:5432/mesh"
+            )
         docs.append(_secret(f"{name}-secrets", data))
     return (
         "# DEVELOPMENT-ONLY credentials for a local cluster: every value says so. Production creates\n"

@@ -12,7 +12,6 @@ import json
 import re
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -139,12 +138,11 @@ def render_previews(root: Path, out: Path, seconds: float = 60.0, only: tuple[st
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="mesh-dashboards-") as tmp:
         run = Path(tmp)
-        fleet = Fleet(
-            registry=registry,
-            admin_url=url,
-            database=f"dashboards_{uuid.uuid4().hex[:8]}",
-            run_dir=run,
-            fixed_ports=False,
+        fleet = Fleet.on_free_ports(
+            registry,
+            url,
+            run,
+            database_prefix="dashboards",
             only=only,
             # See tests/observability/test_proof.py: identity's sidecar retries its first JWKS fetch.
             extra_env={"MESHAUTH_JWKS_MIN_REFRESH_INTERVAL": "2"},

@@ -32,9 +32,7 @@ from mesh.registry import DEFAULT_SMOKE_PATH, REGISTRY_FILE, Registry, load_regi
 from mesh.scaffold.names import UsageError
 from mesh.scaffold.transaction import Change
 from mesh.tooling import find_uv
-from meshkit.contract import variable
-
-READ_DATABASE_URL = variable("<OWNER>_READ_DATABASE_URL")
+from meshcontract import read_database_url_variable
 
 __all__ = ["PlanError", "ServiceSpec", "plan"]
 
@@ -72,7 +70,7 @@ def _read_database(owner: str) -> str:
     The variable name stays a literal: the chart tests check that every variable a pod gets is read
     somewhere in the code.
     """
-    url_variable = READ_DATABASE_URL.named(owner)
+    url_variable = read_database_url_variable(owner)
     arguments = f'schema="{owner}", url_variable="{url_variable}"'
     entry = f'    "{owner}": database_config({arguments}),'
     if len(entry) <= LINE_LENGTH:
