@@ -17,7 +17,8 @@ from meshauth_testkit import raw_request
 #: Scripted answers by request path: the exact bytes the app stand-in writes.
 ANSWERS: dict[str, bytes] = {
     "/chunked": (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: keep-alive, X-Hop\r\nX-Hop: for the sidecar only\r\n\r\n"
         b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: dropped\r\n\r\n"
     ),
     "/until-close": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end",
@@ -99,6 +100,7 @@ def test_every_framing_is_relayed_exactly_over_one_kept_alive_connection(
         head = client.head("/head")
         assert (chunked.status_code, chunked.text) == (200, "hello, world")
         assert "X-Trailer" not in chunked.headers
+        assert "X-Hop" not in chunked.headers, "a header the app's Connection header lists is hop-by-hop"
         assert (interim.status_code, interim.text) == (200, "final")
         assert (empty.status_code, empty.headers["X-Answer"], empty.content) == (204, "empty", b"")
         assert (head.status_code, head.headers["Content-Length"], head.content) == (200, "11", b"")

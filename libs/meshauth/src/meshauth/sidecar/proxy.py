@@ -54,7 +54,7 @@ from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
 from meshauth.sidecar.protocol import SidecarServer
 from meshauth.sidecar.target import BadTarget, Target, parse_target
-from meshauth.sidecar.upstream import Disconnected, Pool, Response, UpstreamError, UpstreamTimeout
+from meshauth.sidecar.upstream import HOP_BY_HOP, Disconnected, Pool, Response, UpstreamError, UpstreamTimeout
 from meshauth.verifier import Verifier
 
 __all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
@@ -66,19 +66,6 @@ METRICS_PATH: Final = "/metrics/sidecar"
 # prefix would let ``/livezX/...`` hide from both. (Scrapes go to the metrics listener.)
 UNMEASURED_PATHS: Final = frozenset({"/livez", "/readyz"})
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-HOP_BY_HOP: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # Set by the sidecar itself: the inbound values are replaced, not passed along. ``Expect`` is answered
 # here (the body is read before the app is asked).
 # gunicorn reads any of the three scheme headers from its trusted peer (the sidecar): none may pass.
@@ -182,7 +169,6 @@ class Sidecar:
         # Which inbound header names are dropped, decided once per name (bounded: names are the
         # client's choice).
         self._dropped: dict[str, bool] = {}
-        self._hop: dict[str, bool] = {}
         # Set on SIGTERM once the listening socket is closed: every answer then says
         # ``Connection: close``, so clients open their next connection to the replacement.
         self.draining = False
@@ -447,9 +433,7 @@ class Sidecar:
     async def _relay(
         self, request: web.BaseRequest, upstream: Response, request_id: str
     ) -> web.StreamResponse:
-        headers: CIMultiDict[str] = CIMultiDict(
-            [(name, value) for name, value in upstream.headers if not self._hop_by_hop(name)]
-        )
+        headers: CIMultiDict[str] = CIMultiDict(upstream.headers)  # hop-by-hop ones already gone
         headers.setdefault("X-Request-ID", request_id)
         length = upstream.content_length
         bodiless = request.method == "HEAD" or upstream.status in (204, 304)
@@ -485,15 +469,6 @@ class Sidecar:
             if request.transport is not None:
                 request.transport.close()
         return response
-
-    def _hop_by_hop(self, name: str) -> bool:
-        # Decided once per name, like _drops (the app's header names are few and fixed).
-        dropped = self._hop.get(name)
-        if dropped is None:
-            dropped = self._hop[name] = name.lower() in HOP_BY_HOP
-            if len(self._hop) >= _MAX_HEADER_NAMES:
-                self._hop.clear()
-        return dropped
 
 
 def create_server(sidecar: Sidecar) -> web.Server:

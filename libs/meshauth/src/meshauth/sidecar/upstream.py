@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from meshauth.sidecar.config import SidecarConfig
 
 __all__ = [
+    "HOP_BY_HOP",
     "KEEPALIVE_SECONDS",
     "UNIX_HOST",
     "BadResponse",
@@ -44,6 +45,22 @@ __all__ = [
     "UpstreamTimeout",
 ]
 
+#: Headers that describe one connection, never passed on (RFC 9110 section 7.6.1).
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# The answer's headers the parser reads: how the body is framed, and whether the connection stays.
+_FRAMING: Final = HOP_BY_HOP | {"content-length"}
 #: The ``Host`` a request to a unix socket carries when its client sent none.
 UNIX_HOST: Final = "localhost"
 #: Below gunicorn's keep-alive (GUNICORN_KEEPALIVE, 5 s by default), so the pool never picks a
@@ -85,7 +102,11 @@ class BadResponse(UpstreamError):
 
 
 class Response:
-    """One answer of the app: status, reason, headers as received, and its body as it arrives."""
+    """One answer of the app: status, reason, end-to-end headers, and its body as it arrives.
+
+    ``headers`` are the app's, in order, without the hop-by-hop ones (:data:`HOP_BY_HOP` and those
+    its ``Connection`` header names): what a proxy passes on.
+    """
 
     __slots__ = (
         "status",
@@ -390,33 +411,42 @@ class _Connection(asyncio.Protocol):
             if status == 101:
                 raise BadResponse("the app switched protocols")
             return  # an interim answer (103 Early Hints): the final one follows
+        # No bare CR or LF anywhere: each would end a line for some reader (a split response).
+        if text.count("\r") != len(lines) - 1 or text.count("\n") != len(lines) - 1:
+            raise BadResponse("a bare CR or LF in the app's answer head")
         headers: list[tuple[str, str]] = []
         length: int | None = None
         chunked = False
         keep_alive = version == "HTTP/1.1"
+        listed: set[str] = set()
         for line in lines[1:]:
             name, colon, value = line.partition(":")
-            # No obs-fold, no whitespace before the colon, no bare CR or LF inside a line.
-            if not colon or not name or name != name.strip() or "\r" in line or "\n" in line:
+            # No obs-fold (a line starting with whitespace), no whitespace before the colon.
+            if not colon or not name or name[0] in " \t" or name[-1] in " \t":
                 raise BadResponse(f"a malformed header line: {line[:80]!r}")
             value = value.strip(" \t")
             lowered = name.lower()
-            if lowered == "content-length":
-                if not value.isdigit() or (length is not None and length != int(value)):
-                    raise BadResponse("a bad Content-Length")
-                length = int(value)
-            elif lowered == "transfer-encoding":
-                codings = [c.strip().lower() for c in value.split(",")]
-                chunked = codings[-1] == "chunked"
-                if not chunked:
-                    keep_alive = False  # framed by the end of the connection
-            elif lowered == "connection":
-                tokens = {t.strip().lower() for t in value.split(",")}
-                if "close" in tokens:
-                    keep_alive = False
-                elif "keep-alive" in tokens:
-                    keep_alive = True
+            if lowered in _FRAMING:
+                if lowered == "content-length":
+                    if not value.isdigit() or (length is not None and length != int(value)):
+                        raise BadResponse("a bad Content-Length")
+                    length = int(value)
+                elif lowered == "transfer-encoding":
+                    chunked = value.rpartition(",")[2].strip().lower() == "chunked"
+                    if not chunked:
+                        keep_alive = False  # framed by the end of the connection
+                elif lowered == "connection":
+                    listed.update(token.strip().lower() for token in value.split(","))
+                    if "close" in listed:
+                        keep_alive = False
+                    elif "keep-alive" in listed:
+                        keep_alive = True
+                if lowered in HOP_BY_HOP:
+                    continue  # this connection's business, not the client's
             headers.append((name, value))
+        if listed - {"close", "keep-alive"}:
+            # Names the app's Connection header lists are hop-by-hop too (RFC 9110 section 7.6.1).
+            headers = [(n, v) for n, v in headers if n.lower() not in listed]
         self._keep_alive = self._keep_alive and keep_alive
         bodiless = self._head_only or status in _BODILESS_STATUS
         if chunked:
