@@ -1,6 +1,8 @@
-"""Every service of mesh.toml has what delivery needs: workflow, chart, Dockerfile, skaffold module.
+"""Every service of mesh.toml has what delivery needs: workflow, chart, skaffold module, an image.
 
-These read files other engineers own (charts, Dockerfiles, mesh.toml): a missing one fails.
+These read files other engineers own (charts, the Dockerfile, mesh.toml): a missing one fails. Every
+image builds from the repository's one Dockerfile: the `service` target with the service's name, or
+the `sidecar` target.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ SERVICES = list(REGISTRY)
 EXPECTED = {"identity": 8001, "catalog": 8002, "orders": 8003}
 SHARED_PATHS = [
     "libs/**",
+    "Dockerfile",
+    ".dockerignore",
     "uv.lock",
     "charts/django-service/**",
     ".github/workflows/_django-service.yml",
@@ -72,9 +76,10 @@ def test_service_workflow_passes_its_own_pieces(service: Service) -> None:
     assert with_["package"] == service.name
     assert with_["package-dir"] == f"services/{service.name}"
     assert with_["chart"] == f"charts/{service.name}"
-    assert with_["dockerfile"] == f"services/{service.name}/Dockerfile"
+    # The reusable workflow's default target, `service`, built with SERVICE=<service>.
+    assert with_.get("target", "service") == "service"
     assert with_["smoke-path"].startswith("/api/v1/")
-    for key in ("package-dir", "chart", "dockerfile"):
+    for key in ("package-dir", "chart"):
         assert (REPO / with_[key]).exists(), f"{service.name}: {with_[key]} does not exist"
 
 
@@ -86,10 +91,9 @@ def test_service_workflow_queues_per_service_and_cancels_only_pull_requests(serv
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
-def test_service_has_chart_dockerfile_and_package(service: Service) -> None:
+def test_service_has_chart_and_package(service: Service) -> None:
     assert (REPO / "charts" / service.name / "Chart.yaml").is_file()
     assert (REPO / "charts" / service.name / "values.yaml").is_file()
-    assert (REPO / "services" / service.name / "Dockerfile").is_file()
     assert (REPO / "services" / service.name / "pyproject.toml").is_file()
 
 
@@ -97,14 +101,13 @@ def test_sidecar_workflow_builds_the_sidecar_image_without_chart_or_deploy() -> 
     workflow = caller(SIDECAR["workflow"])
     with_ = the_call(workflow)
     assert with_["package-dir"] == SIDECAR["dir"]
-    assert with_["dockerfile"] == f"{SIDECAR['dir']}/Dockerfile"
-    assert (REPO / with_["dockerfile"]).is_file()
+    assert with_["target"] == "sidecar"
     assert with_.get("chart", "") == ""
     # Its staging/production jobs are skipped (no chart), but GitHub checks the permissions every
     # called job requests when it loads the caller: without id-token the run fails at startup.
     assert next(iter(workflow["jobs"].values()))["permissions"]["id-token"] == "write"
     for event in ("push", "pull_request"):
-        assert f"{SIDECAR['dir']}/**" in workflow["on"][event]["paths"]
+        assert {f"{SIDECAR['dir']}/**", "Dockerfile", ".dockerignore"} <= set(workflow["on"][event]["paths"])
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
@@ -112,7 +115,11 @@ def test_service_has_its_skaffold_module(service: Service) -> None:
     config = skaffold_config(service.name)
     artifacts = [a["image"] for a in config["build"]["artifacts"]]
     assert artifacts == [f"mesh/{service.name}"]
-    assert config["build"]["artifacts"][0]["docker"]["dockerfile"] == f"services/{service.name}/Dockerfile"
+    assert config["build"]["artifacts"][0]["docker"] == {
+        "dockerfile": "Dockerfile",
+        "target": "service",
+        "buildArgs": {"SERVICE": service.name},
+    }
     (release,) = config["deploy"]["helm"]["releases"]
     assert release["name"] == service.name
     assert release["chartPath"] == f"charts/{service.name}"

@@ -95,17 +95,17 @@ def test_required_configs_exist() -> None:
             assert set(item["configs"]) <= set(NAMES), item
 
 
-def test_artifacts_build_from_the_root_with_existing_dockerfiles() -> None:
+def test_artifacts_build_from_the_root_with_the_one_dockerfile() -> None:
     images = []
     for config in CONFIGS:
         for artifact in config.get("build", {}).get("artifacts", []):
             images.append(artifact["image"])
             assert artifact["context"] == "."
-            dockerfile = REPO / artifact["context"] / artifact["docker"]["dockerfile"]
-            assert dockerfile.is_file(), f"{artifact['image']}: {dockerfile} does not exist"
+            assert artifact["docker"]["dockerfile"] == "Dockerfile"
+            assert (REPO / artifact["context"] / "Dockerfile").is_file()
     assert sorted(images) == sorted(["mesh/meshauth-sidecar", *(f"mesh/{s}" for s in SERVICE_MODULES)])
     sidecar = skaffold_config(SIDECAR["module"])["build"]["artifacts"][0]
-    assert sidecar["docker"]["dockerfile"] == f"{SIDECAR['dir']}/Dockerfile"
+    assert sidecar["docker"] == {"dockerfile": "Dockerfile", "target": "sidecar"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
@@ -270,7 +270,7 @@ def test_sync_targets_the_writable_tmp_on_the_python_path(name: str) -> None:
     command = hook["container"]["command"]
     assert command[:2] == ["sh", "-c"]
     # The installed package the hook completes the synced copy from: where the Dockerfile puts it.
-    dockerfile = (REPO / "services" / name / "Dockerfile").read_text()
+    dockerfile = (REPO / "Dockerfile").read_text()
     assert "UV_PROJECT_ENVIRONMENT=/app/.venv" in dockerfile
     assert re.search(r"^FROM python:3\.11[.\d]*-", dockerfile, re.MULTILINE)
     assert "--no-editable" in dockerfile

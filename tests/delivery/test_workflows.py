@@ -378,6 +378,10 @@ def test_image_build_caches_attests_and_pushes_only_outside_pull_requests() -> N
     job = jobs(REUSABLE.name)["image"]
     build = step_named(job, "docker/build-push-action@")["with"]
     assert build["context"] == "."
+    # One Dockerfile: the caller's target, and for a service its name as SERVICE.
+    assert build["file"] == "Dockerfile"
+    assert build["target"] == "${{ inputs.target }}"
+    assert "format('SERVICE={0}', inputs.service)" in build["build-args"]
     assert build["provenance"] == "mode=max"
     assert build["sbom"] is True
     assert build["cache-from"].startswith("type=gha")

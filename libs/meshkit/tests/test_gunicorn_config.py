@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -32,3 +34,26 @@ def test_recycling_turned_off_stays_off(monkeypatch: pytest.MonkeyPatch) -> None
     worker = SimpleNamespace(age=1, max_requests=2**63 - 1)
     config.post_fork(SimpleNamespace(num_workers=2), worker)
     assert worker.max_requests == 2**63 - 1
+
+
+@pytest.fixture
+def reload_config() -> Iterator[None]:
+    """Lets a test re-read the config under its own environment; the module is re-read afterwards."""
+    yield
+    importlib.reload(config)
+
+
+@pytest.mark.parametrize(
+    ("settings", "app"),
+    [("identity.settings", "identity.wsgi"), ("shop.conf.settings", "shop.conf.wsgi"), (None, None)],
+)
+def test_the_app_is_the_wsgi_module_next_to_the_settings(
+    settings: str | None, app: str | None, monkeypatch: pytest.MonkeyPatch, reload_config: None
+) -> None:
+    # The images start `gunicorn --config python:meshkit.gunicorn` with no app: one entry point for
+    # every service. Without settings, gunicorn keeps asking for the app on its command line.
+    if settings is None:
+        monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    else:
+        monkeypatch.setenv("DJANGO_SETTINGS_MODULE", settings)
+    assert importlib.reload(config).wsgi_app == app

@@ -70,7 +70,8 @@ def served_app(
     assert migrate(env).wait(120) == 0
     app = ManagedProcess(
         name="gunicorn",
-        argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", "meshkit_testapp.wsgi"),
+        # No app named, as the images start it: the config serves the wsgi module next to the settings.
+        argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn"),
         env=env,
         log_path=tmp_path / "gunicorn.log",
     )

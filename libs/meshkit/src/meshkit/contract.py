@@ -175,6 +175,14 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         default="",
     ),
     _v(
+        "DJANGO_SETTINGS_MODULE",
+        "str",
+        SETTINGS,
+        "the service's settings, `<service>.settings` (set by the image); gunicorn serves the `wsgi` "
+        "module next to it when its command names no app",
+        unset="unset: gunicorn needs the app on its command line",
+    ),
+    _v(
         "STATIC_ROOT",
         "path",
         SETTINGS,

@@ -1,4 +1,4 @@
-"""gunicorn configuration shared by every service: ``gunicorn --config python:meshkit.gunicorn <svc>.wsgi``.
+"""gunicorn configuration shared by every service: ``gunicorn --config python:meshkit.gunicorn [<svc>.wsgi]``.
 
 Every value comes from a ``GUNICORN_*`` environment variable with a default that suits a pod.
 """
@@ -111,6 +111,11 @@ loglevel = get_env("LOG_LEVEL", "info").lower()
 # The app logs its own errors as JSON; gunicorn's error log keeps its own format on stderr.
 forwarded_allow_ips = get_env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = get_env("GUNICORN_PROC_NAME", "meshkit")
+# The app when the command names none, as the images' entry point does (one Dockerfile builds every
+# service): the project's wsgi module next to its settings, ``identity.settings`` -> ``identity.wsgi``.
+# A command that names its app (the charts, `mesh up`) serves that one.
+_settings_module = get_env("DJANGO_SETTINGS_MODULE", "")
+wsgi_app = f"{_settings_module.rpartition('.')[0]}.wsgi" if "." in _settings_module else None
 # gunicorn 23+ opens a control socket (for `gunicornc`) at $HOME/.gunicorn/gunicorn.ctl by default:
 # under a read-only root filesystem (HOME=/nonexistent) that logs an error at every start, and masters
 # sharing a HOME (`make up`) would fight over one socket. Each master gets its own in the temporary

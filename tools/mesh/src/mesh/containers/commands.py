@@ -51,7 +51,7 @@ def images_command(registry: Registry, *, only: Iterable[str] = (), no_cache: bo
 def print_images(podman: Podman, registry: Registry, built: list[BuiltImage], seconds: float) -> None:
     rows = [("image", "size", "build")]
     rows += [(image.ref, f"{image.size / 1e6:.0f} MB", f"{image.seconds:.1f} s") for image in built]
-    for base in pinned_bases(registry.root.glob("services/*/Dockerfile")):
+    for base in pinned_bases(registry.root):
         if base.startswith("python:"):
             label = podman.inspect("image", canonical(base))["Labels"] or {}
             what = "stand-in" if "io.django-mesh.stand-in" in label else "pulled"

@@ -1,8 +1,10 @@
-"""`mesh images`: build every deployable image with podman, from the Dockerfiles as a registry builds them.
+"""`mesh images`: build every deployable image with podman, from the Dockerfile as a registry builds them.
 
-The Dockerfiles pin their base images (``python:<version>-slim-bookworm``, ``ghcr.io/astral-sh/uv:<version>``)
-and the k8s/ bootstrap Job pins ``postgres:<version>-bookworm``. Where one cannot be pulled (no registry
-is reachable), a stand-in is built under the very same name, so the Dockerfiles stay unchanged:
+The repository's one Dockerfile builds every image: the ``service`` target once per service of
+``mesh.toml`` (``--build-arg SERVICE=<name>``), the ``sidecar`` target for meshauth. It pins its base
+images (``python:<version>-slim-bookworm``, ``ghcr.io/astral-sh/uv:<version>``) and the k8s/
+bootstrap Job pins ``postgres:<version>-bookworm``. Where one cannot be pulled (no registry
+is reachable), a stand-in is built under the very same name, so the Dockerfile stays unchanged:
 
 - Debian bookworm itself comes from ``debootstrap --variant=minbase`` against the machine's configured
   Debian mirror, with the machine's CA certificates trusted (a TLS-intercepting proxy's CA included);
@@ -35,7 +37,15 @@ import yaml
 from mesh.containers.podman import Podman, PodmanError
 from mesh.registry import Registry
 
-__all__ = ["BuiltImage", "ImageSpec", "build_images", "image_specs", "job_bases", "pinned_bases"]
+__all__ = [
+    "DOCKERFILE",
+    "BuiltImage",
+    "ImageSpec",
+    "build_images",
+    "image_specs",
+    "job_bases",
+    "pinned_bases",
+]
 
 TAG = "dev"
 NAMESPACE = "django-mesh"
@@ -46,18 +56,23 @@ LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
 SOURCES = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PULL_TIMEOUT = 30.0
-# The k8s/ bootstrap Job `mesh pods` plays: its image is a base to make like the Dockerfiles' bases.
+# The k8s/ bootstrap Job `mesh pods` plays: its image is a base to make like the Dockerfile's bases.
 BOOTSTRAP = Path("k8s") / "db-bootstrap" / "bootstrap.yaml"
 
 Progress = Callable[[str], None]
 
 
+# Every image's Dockerfile, relative to the repository root (the build context).
+DOCKERFILE = Path("Dockerfile")
+
+
 @dataclass(frozen=True)
 class ImageSpec:
-    """One deployable image: its short name and Dockerfile (built from the repository root)."""
+    """One deployable image: its short name, its target of the Dockerfile and that target's arguments."""
 
     name: str
-    dockerfile: Path
+    target: str
+    build_args: tuple[tuple[str, str], ...] = ()
 
     @property
     def ref(self) -> str:
@@ -73,25 +88,24 @@ class BuiltImage:
 
 def image_specs(registry: Registry) -> list[ImageSpec]:
     """Every service's image, then the meshauth sidecar's."""
-    specs = [ImageSpec(s.name, registry.service_dir(s.name) / "Dockerfile") for s in registry]
-    specs.append(ImageSpec("meshauth", registry.root / "libs" / "meshauth" / "Dockerfile"))
+    specs = [ImageSpec(s.name, "service", (("SERVICE", s.name),)) for s in registry]
+    specs.append(ImageSpec("meshauth", "sidecar"))
     return specs
 
 
-def pinned_bases(dockerfiles: Iterable[Path]) -> list[str]:
-    """The external images the Dockerfiles start from (stage names excluded), in first-use order."""
+def pinned_bases(root: Path) -> list[str]:
+    """The external images the Dockerfile starts from (stage names excluded), in first-use order."""
     found: list[str] = []
-    for dockerfile in dockerfiles:
-        stages: set[str] = set()
-        for line in dockerfile.read_text().splitlines():
-            match = re.match(r"\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
-            if not match:
-                continue
-            image, stage = match.group(1), match.group(2)
-            if image not in stages and image != "scratch" and image not in found:
-                found.append(image)
-            if stage:
-                stages.add(stage)
+    stages: set[str] = set()
+    for line in (root / DOCKERFILE).read_text().splitlines():
+        match = re.match(r"\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
+        if not match:
+            continue
+        image, stage = match.group(1), match.group(2)
+        if image not in stages and image != "scratch" and image not in found:
+            found.append(image)
+        if stage:
+            stages.add(stage)
     return found
 
 
@@ -354,7 +368,10 @@ def build_image(
         "--build-arg",
         "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
         "-f",
-        str(spec.dockerfile),
+        str(root / DOCKERFILE),
+        "--target",
+        spec.target,
+        *(f"--build-arg={name}={value}" for name, value in spec.build_args),
         "-t",
         spec.ref,
     ]
@@ -368,7 +385,7 @@ def build_image(
 
 
 def job_bases(root: Path) -> list[str]:
-    """Images the k8s/ bootstrap Job runs (made like the Dockerfiles' bases when they cannot be pulled)."""
+    """Images the k8s/ bootstrap Job runs (made like the Dockerfile's bases when they cannot be pulled)."""
     docs = [d for d in yaml.safe_load_all((root / BOOTSTRAP).read_text()) if d]
     return sorted(
         {c["image"] for d in docs if d["kind"] == "Job" for c in d["spec"]["template"]["spec"]["containers"]}
@@ -397,11 +414,11 @@ def build_images(
     work_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_root) as tmp:
         work = Path(tmp)
-        for base in dict.fromkeys([*pinned_bases(s.dockerfile for s in chosen), *extra_bases]):
+        for base in dict.fromkeys([*pinned_bases(root), *extra_bases]):
             ensure_base(podman, root, base, work, progress)
         built = []
         for spec in chosen:
-            progress(f"building {spec.ref} from {spec.dockerfile.relative_to(root)}")
+            progress(f"building {spec.ref} from {DOCKERFILE} --target {spec.target}")
             image = build_image(
                 podman, root, spec, work_root / "logs" / f"{spec.name}.log", no_cache=no_cache
             )

@@ -2,9 +2,9 @@
 
 Sources, in order of preference:
 
-- the repository itself where a test defines the shape as "the same as the others": the Dockerfile is
-  identity's with the name replaced and values.schema.json is identity's chart's, byte for byte
-  (tests/charts compares them), so they are copied from there and can never drift;
+- the repository itself where a test defines the shape as "the same as the others": values.schema.json
+  is identity's chart's, byte for byte (tests/charts compares them), so it is copied from there and
+  can never drift (the image needs nothing: the repository's one Dockerfile builds any service);
 - generators the repository already has: `mesh.observability` for the dashboard and alert rules,
   `k8s/db-bootstrap/render.py` (run on a temporary copy) for the bootstrap Job, `uv lock` (offline
   first, online on a fresh machine; on a temporary copy of the workspace's pyproject files) for uv.lock;
@@ -343,8 +343,6 @@ def plan(root: Path, registry: Registry, spec: ServiceSpec) -> dict[Path, Change
         if relative in ONLY_WITH_READS and not spec.reads:
             continue
         new[service_dir / relative] = (content, executable)
-    dockerfile = repo.text(Path("services") / REFERENCE / "Dockerfile")
-    new[service_dir / "Dockerfile"] = (dockerfile.replace(REFERENCE, name), False)
     for relative, content, executable in render_tree("chart", context):
         new[chart_dir / relative] = (content, executable)
     # The README's Parameters tables, as bitnami's readme-generator-for-helm writes them (the chart
