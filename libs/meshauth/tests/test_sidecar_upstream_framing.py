@@ -5,14 +5,13 @@ app cannot split a response or desynchronise a pooled connection)."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from meshauth_testkit import raw_request
+from meshauth_testkit import RawApp, raw_request
 
 #: Scripted answers by request path: the exact bytes the app stand-in writes.
 ANSWERS: dict[str, bytes] = {
@@ -43,25 +42,10 @@ ANSWERS: dict[str, bytes] = {
 CLOSING = frozenset({"/until-close", "/cut"})
 
 
-class ScriptedApp:
-    """An app stand-in on loopback that writes :data:`ANSWERS` and counts its connections."""
+class ScriptedApp(RawApp):
+    """Writes :data:`ANSWERS` by request path, on kept-alive connections."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as reader:
             while True:
                 line = reader.readline()
@@ -73,9 +57,6 @@ class ScriptedApp:
                 conn.sendall(ANSWERS[path])
                 if path in CLOSING:
                     return
-
-    def stop(self) -> None:
-        self.listener.close()
 
 
 @pytest.fixture

@@ -330,39 +330,24 @@ class _Connection(asyncio.Protocol):
         while buffer:
             state = self._state
             if state == _HEAD:
-                end = buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buffer) > _MAX_HEAD:
-                        raise BadResponse("the app's answer head is too large")
+                head = self._take_line(b"\r\n\r\n", _MAX_HEAD, "the app's answer head is too large")
+                if head is None:
                     return
-                head = bytes(buffer[:end])
-                del buffer[: end + 4]
                 self._start(head)
             elif state == _LENGTH:
-                take = min(self._remaining, len(buffer))
-                self._body(bytes(buffer[:take]) if take < len(buffer) else bytes(buffer))
-                del buffer[:take]
-                self._remaining -= take
-                if not self._remaining:
+                if self._take_body():
                     self._finish_body()
             elif state == _CHUNK_SIZE:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > 1024:
-                        raise BadResponse("a chunk size line is too long")
+                line = self._take_line(b"\r\n", 1024, "a chunk size line is too long")
+                if line is None:
                     return
-                size = buffer[:end].split(b";", 1)[0].strip()
-                del buffer[: end + 2]
+                size = line.split(b";", 1)[0].strip()
                 if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
                     raise BadResponse("a chunk size is not hexadecimal")
                 self._remaining = int(size, 16)
                 self._state = _CHUNK_DATA if self._remaining else _TRAILERS
             elif state == _CHUNK_DATA:
-                take = min(self._remaining, len(buffer))
-                self._body(bytes(buffer[:take]))
-                del buffer[:take]
-                self._remaining -= take
-                if not self._remaining:
+                if self._take_body():
                     self._state = _CHUNK_END
             elif state == _CHUNK_END:
                 if len(buffer) < 2:
@@ -372,13 +357,10 @@ class _Connection(asyncio.Protocol):
                 del buffer[:2]
                 self._state = _CHUNK_SIZE
             elif state == _TRAILERS:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > _MAX_HEAD:
-                        raise BadResponse("the app's trailers are too large")
+                trailer = self._take_line(b"\r\n", _MAX_HEAD, "the app's trailers are too large")
+                if trailer is None:
                     return
-                del buffer[: end + 2]
-                if end == 0:  # the empty line after the trailers (which are dropped)
+                if not trailer:  # the empty line after the trailers (which are dropped)
                     self._finish_body()
             elif state == _UNTIL_CLOSE:
                 self._body(bytes(buffer))
@@ -386,6 +368,27 @@ class _Connection(asyncio.Protocol):
             else:  # _DONE with bytes left: more than the answer, so the connection is not reused
                 self._keep_alive = False
                 buffer.clear()
+
+    def _take_line(self, end: bytes, limit: int, too_long: str) -> bytes | None:
+        """The buffer up to ``end`` (both removed from it), or None while ``end`` has not arrived."""
+        buffer = self._buffer
+        index = buffer.find(end)
+        if index < 0:
+            if len(buffer) > limit:
+                raise BadResponse(too_long)
+            return None
+        line = bytes(buffer[:index])
+        del buffer[: index + len(end)]
+        return line
+
+    def _take_body(self) -> bool:
+        """Move what the buffer holds of the current length-framed part to the body; True when complete."""
+        buffer = self._buffer
+        take = min(self._remaining, len(buffer))
+        self._body(bytes(buffer[:take]) if take < len(buffer) else bytes(buffer))
+        del buffer[:take]
+        self._remaining -= take
+        return not self._remaining
 
     def _body(self, data: bytes) -> None:
         response = self._response
