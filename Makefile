@@ -31,7 +31,7 @@ LINT_SETTINGS_ENV = MESH_LOCAL_DEV=1 DATABASE_URL=postgres://lint@127.0.0.1:9/li
 	url = variable("<OWNER>_READ_DATABASE_URL"); \
 	print(" ".join(f"{url.named(o)}=postgres://lint@127.0.0.1:9/lint" for s in load_registry() for o in s.reads))')
 
-lint: sync ## ruff, mypy strict (libs, tools, each service with the Django plugin), deptry, generated files
+lint: sync ## ruff, mypy strict (libs, tools, each service with the Django plugin), deptry, generated files (mesh generate --check)
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync ruff format --check .
 	@$(UV) run --no-sync mypy
@@ -39,7 +39,7 @@ lint: sync ## ruff, mypy strict (libs, tools, each service with the Django plugi
 		(cd $$service && $(LINT_SETTINGS_ENV) $(UV) run --no-sync mypy) || exit 1; done
 	@for package in libs/*/ services/*/ tools/*/; do \
 		(cd $$package && $(UV) run --no-sync deptry src) || exit 1; done
-	@$(UV) run --no-sync python -m mesh.observability check
+	@$(UV) run --no-sync mesh generate --check
 	@$(UV) run --no-sync python -m meshkit.contract --check
 	@$(UV) run --no-sync pre-commit validate-config .pre-commit-config.yaml
 
@@ -60,9 +60,12 @@ db-stop: sync ## stop the embedded PostgreSQL if it is still running
 clean: ## remove local state (.mesh/: database, logs) and caches
 	rm -rf .mesh .pytest_cache .mypy_cache .ruff_cache
 
+.PHONY: generate
+generate: sync ## write every per-service file (charts, workflows, skaffold.yaml, k8s bootstrap, dashboards) from mesh.toml and the templates
+	@$(UV) run --no-sync mesh generate
+
 .PHONY: dashboards
-dashboards: sync ## regenerate dashboards and alert rules, then draw PNG previews into docs/dashboards/
-	@$(UV) run --no-sync python -m mesh.observability generate
+dashboards: generate ## regenerate everything (dashboards and alert rules too), then draw PNG previews into docs/dashboards/
 	@$(UV) run --no-sync python -m mesh.observability render
 
 .PHONY: new-service

@@ -193,7 +193,7 @@ def test_readme_is_the_generators_output_for_the_current_values(tmp_path: Path, 
     except ToolUnavailable as exc:
         tool_missing(f"readme-generator-for-helm ({exc})")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert copy.read_text() == readme, f"charts/{chart}/README.md is stale: run `make chart-readmes`"
+    assert copy.read_text() == readme, f"charts/{chart}/README.md is stale: run `make generate`"
     # From an empty Parameters section too: the tables hold nothing the values do not.
     copy.write_text(header(readme))
     assert generate(CHARTS / chart / "values.yaml", copy).returncode == 0

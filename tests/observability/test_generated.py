@@ -21,7 +21,7 @@ from mesh.registry import load_registry
 
 def test_committed_files_match_the_generator() -> None:
     stale = stale_files(REPO)
-    assert not stale, f"stale generated files {stale}: run python -m mesh.observability generate"
+    assert not stale, f"stale generated files {stale}: run make generate"
 
 
 def test_every_service_ships_a_dashboard_and_rules() -> None:

@@ -36,7 +36,7 @@ import pytest
 from mesh.bootstrap import drop_database
 from mesh.registry import load_registry
 from mesh.scaffold.names import next_port
-from mesh.testing import free_port_offset
+from mesh.testing import free_port_offset, shared_tmpdir
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = load_registry(REPO)
@@ -104,8 +104,12 @@ class Generated:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
+    with shared_tmpdir("mesh-scaffold-") as home:
+        yield from _generate(home / "repo", tmp_path_factory)
+
+
+def _generate(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     started = time.monotonic()
-    root = tmp_path_factory.mktemp("scaffold") / "repo"
     cache = tmp_path_factory.mktemp("uv-cache")  # empty: a fresh machine
     copy_worktree(REPO, root)
     # Tools tests/charts installed already (readme-generator-for-helm's npm tools, checkov): the copy
@@ -127,11 +131,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     synced = run([uv(), "sync", "--offline", "--locked", "--all-packages", "--quiet"], root, 600)
     assert synced.returncode == 0, synced.stderr
     print(f"copy, generate, uv sync: {time.monotonic() - started:.1f} s")
-    try:
-        yield Generated(root, before, created.stdout)
-    finally:
-        # The copy's venv is hundreds of MB (hard links into the uv cache): do not keep it around.
-        shutil.rmtree(root, ignore_errors=True)
+    # The copy runs its own embedded PostgreSQL from its venv, hence not under pytest's tmp tree; its
+    # venv is hundreds of MB, and shared_tmpdir removes it afterwards.
+    yield Generated(root, before, created.stdout)
 
 
 def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Generated) -> None:
@@ -143,6 +145,7 @@ def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Gene
         "pyproject.toml",
         "uv.lock",
         "skaffold.yaml",
+        "README.md",  # the fleet's table
         "k8s/db-bootstrap/bootstrap.yaml",
         "k8s/db-bootstrap/dev-secrets.yaml",
     }
@@ -155,6 +158,9 @@ def test_it_changes_only_its_own_files_and_the_fleets_registries(generated: Gene
     assert service.port == next_port(REGISTRY)  # the next free one above the highest
     assert (service.schema, service.reads, service.calls) == (NAME, tuple(READS), ())
     assert f"created {NAME} (port {service.port}" in generated.output
+    # Everything it wrote besides the service's code is what `make generate` writes for the new mesh.toml.
+    check = run([generated.python, "-m", "mesh", "generate", "--check"], generated.root, 120)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_the_new_services_tests_pass_with_only_its_own_package_installed(

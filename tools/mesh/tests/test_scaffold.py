@@ -1,5 +1,5 @@
 """`mesh new-service`: what it refuses (exit 2, nothing changed), that a failure half-way changes
-nothing, that the templates stay in step with the charts and workflows they copy, and that the
+nothing, that what it writes besides the service's code is `mesh generate`'s output, and that the
 generated code is ruff-clean whatever the name. Every test works on a copy of the repository.
 
 uv's cache is the module's own and starts empty, as on a fresh machine: a scaffolder that could only
@@ -26,10 +26,11 @@ import pytest
 import yaml
 
 from mesh import cli
-from mesh.chartreadme import render_readme
+from mesh.generate import stale_files
+from mesh.generate.templates import render, render_tree
 from mesh.registry import find_root, load_registry
 from mesh.scaffold import ConcurrentEdit, plan, prepare, transaction
-from mesh.scaffold.plan import TEMPLATES, PlanError, ServiceSpec, lock, render, render_tree
+from mesh.scaffold.plan import PlanError, ServiceSpec, lock
 from mesh.scaffold.transaction import write_all_or_nothing
 
 REPO = find_root(Path(__file__).parent)
@@ -269,6 +270,8 @@ def test_success_wires_the_registry_workspace_chart_and_skaffold(
     assert (repo / "services/payments/manage.py").stat().st_mode & 0o111
     settings = (repo / "services/payments/src/payments/settings.py").read_text()
     assert 'url_variable="CATALOG_READ_DATABASE_URL"' in settings
+    # What it wrote besides the service's code is `make generate`'s output for the new mesh.toml.
+    assert stale_files(repo) == []
     # A second run is refused: the service exists now.
     assert new_service("payments") == 2
 
@@ -366,52 +369,7 @@ dependencies = ["pyyaml!={pyyaml}"]
         lock(repo, lockfile, {member: pyproject})
 
 
-# -- the templates against what they were made from ----------------------------------------------------
-
-
-def rendered_chart(spec: ServiceSpec) -> dict[Path, str]:
-    return {path: content for path, content, _ in render_tree("chart", spec.context())}
-
-
-def test_the_chart_template_is_catalogs_chart_with_the_name_replaced() -> None:
-    """catalog calls and reads nothing, as a new service: its chart must be the template's output."""
-    registry = load_registry(REPO)
-    assert registry["catalog"].calls == registry["catalog"].reads == ()
-    spec = ServiceSpec("catalog", registry["catalog"].port)
-    chart = rendered_chart(spec)
-    for path, content in chart.items():
-        committed = (REPO / "charts" / "catalog" / path).read_text()
-        if path.name == "README.md":
-            # The template holds the text; the Parameters tables come from the values, as plan() does.
-            content = render_readme(content, chart[Path("values.yaml")])
-        if path.name == "Chart.yaml":
-            ours, theirs = yaml.safe_load(content), yaml.safe_load(committed)
-            for key in ("description", "keywords"):
-                del ours[key], theirs[key]
-            assert ours == theirs
-        else:
-            assert content == committed, f"templates/chart/{path}-tpl differs from charts/catalog/{path}"
-    shipped = {
-        p.relative_to(REPO / "charts" / "catalog")
-        for p in (REPO / "charts/catalog").rglob("*")
-        if p.is_file()
-    }
-    generated = {Path("values.schema.json"), Path("files/dashboard.json"), Path("files/rules.yaml")}
-    assert shipped == set(rendered_chart(spec)) | generated
-
-
-def test_the_workflow_and_skaffold_templates_are_catalogs_with_the_name_replaced() -> None:
-    registry = load_registry(REPO)
-    context = {**ServiceSpec("catalog", registry["catalog"].port).context(), "smoke_path": "/api/v1/products"}
-    workflow = render((TEMPLATES / "workflow.yml-tpl").read_text(), context)
-    assert workflow == (REPO / ".github/workflows/catalog.yml").read_text()
-    module = yaml.safe_load(render((TEMPLATES / "skaffold-module.yaml-tpl").read_text(), context))
-    committed = next(
-        d
-        for d in yaml.safe_load_all((REPO / "skaffold.yaml").read_text())
-        if d["metadata"]["name"] == "catalog"
-    )
-    assert module == committed
+# -- templates ---------------------------------------------------------------------------------------
 
 
 def test_unknown_placeholders_are_a_template_bug() -> None:

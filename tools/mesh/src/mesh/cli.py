@@ -6,6 +6,7 @@ mesh chaos [--clients N] [--window S] [--freeze S]
 mesh db bootstrap | mesh db sql | mesh db url SERVICE | mesh db stop
 mesh db budget [--scenario NAME] [--values SERVICE=FILE] [--server URL]
 mesh db lint-migrations [--only NAME ...]
+mesh generate [--check]
 mesh new-service NAME [--port N] [--reads SERVICE ...]
 mesh images [--only NAME ...] [--no-cache]
 mesh pods [--mode sidecar|inprocess] [--port-offset N]
@@ -287,6 +288,24 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from mesh.generate import GenerateError, stale_files, write_files
+
+    root = find_root()
+    try:
+        if args.check:
+            stale = stale_files(root)
+            for found in stale:
+                _say(f"generate: {found}")
+            return 1 if stale else 0
+        for path in write_files(root):
+            _say(f"generate: {'wrote' if (root / path).exists() else 'deleted'} {path}")
+    except (GenerateError, ValueError, KeyError, OSError) as exc:
+        _say(f"generate: {exc}")
+        return 2
+    return 0
+
+
 def cmd_new_service(args: argparse.Namespace) -> int:
     from mesh.scaffold import ConcurrentEdit, PlanError, UsageError, new_service
 
@@ -382,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--window", type=float, default=20.0, help="seconds of load after each fault")
     chaos.add_argument("--freeze", type=float, default=30.0, help="seconds identity stays frozen")
     chaos.set_defaults(func=cmd_chaos)
+
+    generate = sub.add_parser(
+        "generate", help="write every per-service file (charts, workflows, skaffold, k8s) from mesh.toml"
+    )
+    generate.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 naming each file that is not current"
+    )
+    generate.set_defaults(func=cmd_generate)
 
     new = sub.add_parser(
         "new-service",

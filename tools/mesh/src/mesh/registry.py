@@ -16,6 +16,8 @@ APP_PORT_OFFSET = 1000
 # The internal listeners (`make up` only): the app's /metrics and admin, the sidecar's metrics.
 METRICS_PORT_OFFSET = 2000
 SIDECAR_METRICS_PORT_OFFSET = 3000
+# A new service's protected endpoint (the scaffolder's items API), when mesh.toml names none.
+DEFAULT_SMOKE_PATH = "/api/v1/items"
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,12 @@ class Service:
     schema: str
     reads: tuple[str, ...] = ()
     calls: tuple[str, ...] = ()
+    # Path prefixes the sidecar forwards without a token, besides the probes and the API docs.
     public_paths: tuple[str, ...] = field(default=())
+    # What the service does, in a phrase (its chart's description).
+    description: str = ""
+    # A protected endpoint the deploy's smoke test calls with a user's token.
+    smoke_path: str = DEFAULT_SMOKE_PATH
 
     @property
     def app_port(self) -> int:
@@ -95,6 +102,8 @@ def load_registry(root: Path | None = None) -> Registry:
             reads=tuple(table.get("reads", ())),
             calls=tuple(table.get("calls", ())),
             public_paths=tuple(table.get("public_paths", ())),
+            description=str(table.get("description", "")),
+            smoke_path=str(table.get("smoke_path", DEFAULT_SMOKE_PATH)),
         )
     _check(services)
     return Registry(root=root, services=services)
@@ -108,6 +117,9 @@ def _check(services: dict[str, Service]) -> None:
     if len(set(schemas)) != len(schemas):
         raise ValueError("mesh.toml: two services share a schema.")
     for service in services.values():
+        for path in (*service.public_paths, service.smoke_path):
+            if not path.startswith("/"):
+                raise ValueError(f"mesh.toml: {service.name}: path {path!r} does not start with '/'.")
         for other in (*service.reads, *service.calls):
             if other not in services:
                 raise ValueError(f"mesh.toml: {service.name} names unknown service {other!r}.")

@@ -30,7 +30,14 @@ from mesh.local import embedded_postgres
 from mesh.postgres import EmbeddedPostgres
 from mesh.registry import Registry, Service, find_root, load_registry
 
-__all__ = ["django_db_setup", "free_port_offset", "private_postgres", "test_admin_url", "tool_missing"]
+__all__ = [
+    "django_db_setup",
+    "free_port_offset",
+    "private_postgres",
+    "shared_tmpdir",
+    "test_admin_url",
+    "tool_missing",
+]
 
 _state: dict[str, Any] = {}
 
@@ -157,16 +164,28 @@ def django_db_setup(django_db_blocker: Any) -> None:
 @pytest.fixture
 def private_postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server of this test's own, which the test may stop and start at will."""
-    # Not under pytest's tmp_path: every pytest session on the host resets that tree to mode 0700,
-    # which would lock the server's own (unprivileged) user out of its data directory.
-    home = Path(tempfile.mkdtemp(prefix="mesh-pg-"))
-    server = EmbeddedPostgres(home)
-    server.start()
+    with shared_tmpdir("mesh-pg-") as home:
+        server = EmbeddedPostgres(home)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def shared_tmpdir(prefix: str) -> Iterator[Path]:
+    """A temporary directory that PostgreSQL's own unprivileged user may traverse; removed afterwards.
+
+    Not under pytest's tmp_path: every pytest session on the host (a nested one included) resets
+    that tree to mode 0700, which locks the server's user out of its data directory or binaries.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
     try:
-        yield server
+        yield path
     finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@
     python -m mesh.observability check      # fail when a committed file differs from the generator
     python -m mesh.observability render     # PNG previews from a real Prometheus (docs/dashboards/)
 
-A scaffolder creating a service calls :func:`write_service_files` (or the two generators).
+`mesh generate` (`make generate`) writes these files with every other generated file, from
+:func:`expected_files`; the first two commands are the same for these files alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from mesh.observability.dashboards import (
     generate_overview_dashboard,
     generate_service_dashboard,
 )
-from mesh.observability.files import expected_files, stale_files, write_all, write_service_files
+from mesh.observability.files import expected_files, stale_files, write_all
 from mesh.observability.rules import generate_service_rules
 from mesh.observability.slo import DEFAULT_SLO, SLO
 
@@ -28,5 +29,4 @@ __all__ = [
     "generate_service_rules",
     "stale_files",
     "write_all",
-    "write_service_files",
 ]

@@ -1,9 +1,10 @@
 """`mesh new-service NAME`: a service fully wired into the fleet, with no hand edit anywhere.
 
-It creates ``services/NAME`` (Django project on meshkit, meshauth's middleware, an items app with
-its migration, tests with real tokens), ``charts/NAME`` (on the library chart, dashboard and rules
-generated), ``.github/workflows/NAME.yml``, and adds the service to mesh.toml, skaffold.yaml, the uv
-workspace (re-locked) and the database bootstrap of ``k8s/``. The image needs no file of its own: the
+A service is its table in mesh.toml, what `mesh generate` writes from it (``charts/NAME``,
+``.github/workflows/NAME.yml``, its skaffold module, the database bootstrap of ``k8s/``, dashboards
+and rules), and its own code: ``services/NAME`` (Django project on meshkit, meshauth's middleware, an
+items app with its migration, tests with real tokens), written once from ``mesh/templates/service``.
+It also adds the package to the uv workspace (re-locked). The image needs no file of its own: the
 repository's Dockerfile builds any service (``--target service --build-arg SERVICE=NAME``).
 
 Every input is checked and every file computed before the first write; the files are then written
