@@ -339,7 +339,8 @@ class RawApp:
         """Answer one connection (and close it)."""
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop listening (connections being served finish on their own)."""
         self.listener.close()
 
 

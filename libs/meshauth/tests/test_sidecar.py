@@ -301,7 +301,7 @@ def test_a_request_with_an_idempotency_key_is_replayed_when_the_app_cuts_a_poole
             assert app.cut == 2
             assert len(app.answered) == 2
     finally:
-        app.stop()
+        app.close()
 
 
 @pytest.mark.parametrize("listen", ["fd://", "fd://three", "localhost"])

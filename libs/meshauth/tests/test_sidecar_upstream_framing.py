@@ -4,6 +4,7 @@ app cannot split a response or desynchronise a pooled connection)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -61,9 +62,8 @@ class ScriptedApp(RawApp):
 
 @pytest.fixture
 def app() -> Iterator[ScriptedApp]:
-    server = ScriptedApp()
-    yield server
-    server.stop()
+    with contextlib.closing(ScriptedApp()) as server:
+        yield server
 
 
 @pytest.fixture
