@@ -316,6 +316,34 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+class RawApp:
+    """An app stand-in on a bare loopback socket, for answers no HTTP server library would write:
+    :meth:`serve` gets each connection, in a thread of its own. Subclasses set their state first."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        """Answer one connection (and close it)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop listening (connections being served finish on their own)."""
+        self.listener.close()
+
+
 class RawResponse:
     """An HTTP/1.1 response read off a socket: what an attacker's client would see."""
 

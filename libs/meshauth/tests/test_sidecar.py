@@ -16,7 +16,7 @@ import pytest
 from conftest import SidecarProcess
 from meshauth.headers import is_identity_header, verify_principal_headers
 from meshauth.keys import generate_private_key, sign
-from meshauth_testkit import PRINCIPAL_SECRET, FakeIdentity, Upstream, bad_tokens, free_port
+from meshauth_testkit import PRINCIPAL_SECRET, FakeIdentity, RawApp, Upstream, bad_tokens, free_port
 
 SPOOFED = [
     ("X-Mesh-Principal", "eyJzdWIiOiIxIn0"),
@@ -257,24 +257,14 @@ def test_a_sidecar_replaced_on_its_socket_fails_no_request_of_a_keep_alive_clien
 ANSWER = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
-class CuttingApp:
+class CuttingApp(RawApp):
     """Answers the first request of each connection (keep-alive), then cuts the connection on the
     next one without answering: what a gunicorn worker that is stopping does to a pooled connection."""
 
     def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.answered: list[bytes] = []
         self.cut = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     @staticmethod
     def _read(reader: Any) -> bytes | None:
@@ -289,7 +279,7 @@ class CuttingApp:
             if name.strip().lower() == "content-length":
                 length = int(value)
 
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as reader:
             body = self._read(reader)
             if body is None:
@@ -300,9 +290,6 @@ class CuttingApp:
             )
             if self._read(reader) is not None:
                 self.cut += 1
-
-    def stop(self) -> None:
-        self.listener.close()
 
 
 def test_a_request_with_an_idempotency_key_is_replayed_when_the_app_cuts_a_pooled_connection(
@@ -326,7 +313,7 @@ def test_a_request_with_an_idempotency_key_is_replayed_when_the_app_cuts_a_poole
             assert app.cut == 2
             assert len(app.answered) == 2
     finally:
-        app.stop()
+        app.close()
 
 
 @pytest.mark.parametrize("listen", ["fd://", "fd://three", "localhost"])
