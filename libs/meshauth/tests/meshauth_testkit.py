@@ -307,28 +307,6 @@ class _EchoHandler(_Handler):
     do_GET = do_POST = do_PUT = do_DELETE = _echo
 
 
-class RawServer:
-    """A listening socket on loopback whose connections go to ``handle``, each on its own thread:
-    for apps that misbehave below HTTP (cut, reset, never answer)."""
-
-    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self._handle = handle
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return  # closed by stop()
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def stop(self) -> None:
-        self.listener.close()
-
-
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -336,6 +314,34 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+class RawApp:
+    """An app stand-in on a bare loopback socket, for answers no HTTP server library would write:
+    :meth:`serve` gets each connection, in a thread of its own. Subclasses set their state first."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        """Answer one connection (and close it)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop listening (connections being served finish on their own)."""
+        self.listener.close()
 
 
 class RawResponse:

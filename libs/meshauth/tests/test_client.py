@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from meshauth.client import ServiceClient, ServiceTokenError
 from meshauth.context import request_context
-from meshauth_testkit import FakeIdentity, RawServer, free_port
+from meshauth_testkit import FakeIdentity, RawApp, free_port
 
 
 class Target:
@@ -171,21 +171,18 @@ def test_the_end_users_token_is_forwarded_when_asked(
         client.get(target.url, audience="catalog", as_user=True)
 
 
-class Silent:
-    """A service that accepts connections and never answers (frozen); counts the connections."""
+class Silent(RawApp):
+    """A service that accepts connections and never answers (frozen)."""
 
     def __init__(self) -> None:
-        self.connections = 0
         self._held: list[socket.socket] = []
-        self._server = RawServer(self._hold)
-        self.url = self._server.url
+        super().__init__()
 
-    def _hold(self, conn: socket.socket) -> None:
-        self.connections += 1
+    def serve(self, conn: socket.socket) -> None:
         self._held.append(conn)
 
-    def stop(self) -> None:
-        self._server.stop()
+    def close(self) -> None:
+        super().close()
         for conn in self._held:
             conn.close()
 
@@ -217,4 +214,4 @@ def test_a_service_that_timed_out_is_not_called_again_until_the_cooldown_passed(
                 client.post(f"{silent.url}/api/v1/reservations", audience="catalog", idempotent=True)
             assert silent.connections == 2
     finally:
-        silent.stop()
+        silent.close()

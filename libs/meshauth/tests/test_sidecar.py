@@ -17,7 +17,7 @@ import pytest
 from conftest import SidecarProcess
 from meshauth.headers import is_identity_header, verify_principal_headers
 from meshauth.keys import generate_private_key, sign
-from meshauth_testkit import PRINCIPAL_SECRET, FakeIdentity, RawServer, Upstream, bad_tokens, free_port
+from meshauth_testkit import PRINCIPAL_SECRET, FakeIdentity, RawApp, Upstream, bad_tokens, free_port
 
 SPOOFED = [
     ("X-Mesh-Principal", "eyJzdWIiOiIxIn0"),
@@ -258,7 +258,7 @@ def test_a_sidecar_replaced_on_its_socket_fails_no_request_of_a_keep_alive_clien
 ANSWER = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
-class CuttingApp:
+class CuttingApp(RawApp):
     """Answers the first request of each connection (keep-alive), then cuts the connection on the
     next one without answering: what a gunicorn worker that is stopping does to a pooled connection."""
 
@@ -266,8 +266,7 @@ class CuttingApp:
         self.reset = reset  # cut with a TCP reset (a killed process with unread data), not a close
         self.answered: list[bytes] = []
         self.cut = 0
-        self._server = RawServer(self._serve)
-        self.url = self._server.url
+        super().__init__()
 
     @staticmethod
     def _read(reader: Any) -> bytes | None:
@@ -282,7 +281,7 @@ class CuttingApp:
             if name.strip().lower() == "content-length":
                 length = int(value)
 
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as reader:
             body = self._read(reader)
             if body is None:
@@ -295,9 +294,6 @@ class CuttingApp:
                 self.cut += 1
                 if self.reset:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    def stop(self) -> None:
-        self._server.stop()
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
@@ -322,7 +318,7 @@ def test_a_request_with_an_idempotency_key_is_replayed_when_the_app_cuts_a_poole
             assert app.cut == 2
             assert len(app.answered) == 2
     finally:
-        app.stop()
+        app.close()
 
 
 @pytest.mark.parametrize("listen", ["fd://", "fd://three", "localhost"])

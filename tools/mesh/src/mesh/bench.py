@@ -339,7 +339,8 @@ def _modes(
 
 def _check(mode: Mode) -> None:
     headers = {"Authorization": f"Bearer {mode.token}"} if mode.token else {}
-    answer = httpx.get(mode.url, headers=headers)
+    # A worker's first request loads the app and the keys: on a loaded machine that takes seconds.
+    answer = httpx.get(mode.url, headers=headers, timeout=60)
     if answer.status_code != 200:
         raise RuntimeError(f"{mode.label}: {mode.url} answered {answer.status_code} {answer.text[:200]}")
     if mode.url.endswith(ENDPOINT) and answer.json()["authenticated"] is not bool(mode.token):
@@ -349,10 +350,10 @@ def _check(mode: Mode) -> None:
 def _user_token(fleet: Fleet) -> str:
     identity = fleet.url("identity")
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    httpx.post(
-        f"{identity}/api/v1/auth/signup", json={"email": email, "password": PASSWORD}
-    ).raise_for_status()
-    tokens = httpx.post(f"{identity}/api/v1/auth/token", json={"email": email, "password": PASSWORD})
+    account = {"email": email, "password": PASSWORD}
+    # Password hashing on a loaded machine: seconds, not an error.
+    httpx.post(f"{identity}/api/v1/auth/signup", json=account, timeout=60).raise_for_status()
+    tokens = httpx.post(f"{identity}/api/v1/auth/token", json=account, timeout=60)
     tokens.raise_for_status()
     return str(tokens.json()["access_token"])
 

@@ -41,11 +41,9 @@ import time
 import uuid
 from typing import Final
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from yarl import URL
 
 from meshauth.errors import InvalidToken
 from meshauth.headers import PrincipalSigner, bearer_token, is_identity_header
@@ -56,7 +54,7 @@ from meshauth.sidecar.metrics import SidecarMetrics
 from meshauth.sidecar.protocol import SidecarServer
 from meshauth.sidecar.stall import StallGuard
 from meshauth.sidecar.target import BadTarget, Target, parse_target
-from meshauth.sidecar.upstream import open_pool, origin
+from meshauth.sidecar.upstream import HOP_BY_HOP, Disconnected, Pool, Response, UpstreamError, UpstreamTimeout
 from meshcontract import LIVEZ, REQUEST_ID_HEADER, SIDECAR_METRICS, is_probe, valid_request_id
 
 __all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
@@ -64,22 +62,7 @@ __all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
 log = logging.getLogger("meshauth.sidecar")
 
 METRICS_PATH: Final = SIDECAR_METRICS
-# What the sidecar asks to tell a slow app from a stalled one (the pod's liveness probe).
-LIVENESS_PATH: Final = LIVEZ
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-HOP_BY_HOP: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # Set by the sidecar itself: the inbound values are replaced, not passed along. ``Expect`` is answered
 # here (the body is read before the app is asked).
 # gunicorn reads any of the three scheme headers from its trusted peer (the sidecar): none may pass.
@@ -92,8 +75,12 @@ _REPLACED: Final = frozenset(
         "x-forwarded-protocol",
         "x-forwarded-ssl",
         "expect",
+        # The body is forwarded whole, with its own length; Host is added when the client sent none.
+        "content-length",
     }
 )
+# Methods whose requests announce a body even when it is empty.
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _BUFFER_LIMIT: Final = 65_536
 _MAX_HEADER_NAMES: Final = 1024
 
@@ -154,9 +141,6 @@ class Sidecar:
         jwks = self.verifier.jwks
         # Age at scrape time, not at the last verification.
         self.metrics.auth.jwks_age.set_function(lambda: jwks.age() or 0.0)
-        self.upstream = origin(config)
-        # The only place requests go: the request target contributes a path and a query, nothing else.
-        self._origin = (self.upstream.scheme, self.upstream.raw_host or "", self.upstream.port)
         self.shutting_down = False
         self._signer = PrincipalSigner(config.principal_secret)
         # Which inbound header names are dropped, decided once per name (bounded: names are the
@@ -165,7 +149,9 @@ class Sidecar:
         # Set on SIGTERM once the listening socket is closed: every answer then says
         # ``Connection: close``, so clients open their next connection to the replacement.
         self.draining = False
-        self._session: aiohttp.ClientSession | None = None
+        # The only place requests go: the request target contributes a path and a query, nothing else.
+        self._pool: Pool | None = None
+        self._host = ""
         self._refresher: asyncio.Task[None] | None = None
         self.stall = StallGuard(config.stall_timeout, self._app_answers) if config.stall_timeout > 0 else None
 
@@ -173,16 +159,11 @@ class Sidecar:
 
     async def start(self) -> None:
         """Open the upstream pool and load the JWKS (a failure is logged; requests then get 503)."""
-        self._session = aiohttp.ClientSession(
-            connector=await open_pool(self.config),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self.config.http_timeout, sock_read=self.config.upstream_timeout
-            ),
-            # Forward what the client sent, not what aiohttp would add.
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._pool = Pool(self.config)
+        await self._pool.start()
+        host, port = self._pool.host_port()
+        # The Host of a request whose client sent none (HTTP/1.0): the app's own address.
+        self._host = host if port in (0, 80) else f"{host}:{port}"
         if not await asyncio.to_thread(self.verifier.jwks.refresh):
             log.warning("JWKS not loaded at start; tokens get 503 until identity answers")
         self._refresher = asyncio.create_task(self._refresh_jwks())
@@ -195,8 +176,8 @@ class Sidecar:
                 await self._refresher
         if self.stall is not None:
             await self.stall.close()
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
         await asyncio.to_thread(self.verifier.close)
 
     async def _refresh_jwks(self) -> None:
@@ -282,8 +263,8 @@ class Sidecar:
                 response = _json_response(exc.status, exc.reason, exc.detail, request_id)
                 response.force_close()  # the rest of the body is not worth waiting for
                 return response
-        headers = self._upstream_headers(request, principal, token, request_id)
-        return await self._forward(request, target, headers, body, request_id)
+        head = self._upstream_head(request, principal, token, request_id, body)
+        return await self._forward(request, head, body, request_id)
 
     async def _authenticate(self, inbound: CIMultiDictProxy[str]) -> tuple[Principal | None, str | None]:
         values = inbound.getall("Authorization", [])
@@ -309,33 +290,55 @@ class Sidecar:
             self._dropped[name] = dropped
         return dropped
 
-    def _upstream_headers(
-        self, request: web.BaseRequest, principal: Principal | None, token: str | None, request_id: str
-    ) -> CIMultiDict[str]:
+    def _upstream_head(
+        self,
+        request: web.BaseRequest,
+        principal: Principal | None,
+        token: str | None,
+        request_id: str,
+        body: bytes | None,
+    ) -> bytes:
+        """The request line and headers sent to the app, as bytes ready to write.
+
+        The target is the client's, already checked to be origin-form (:func:`parse_target`); the
+        headers are the client's minus those dropped here, plus the sidecar's own. Values arrive
+        from aiohttp's parser, which refuses CR and LF in them, so none can start another header.
+        """
         inbound = request.headers
         listed = (
             {name.strip().lower() for value in inbound.getall("Connection") for name in value.split(",")}
             if "Connection" in inbound
             else None
         )
-        out: CIMultiDict[str] = CIMultiDict()
+        lines = [f"{request.method} {request.raw_path} HTTP/1.1\r\n"]
         for name, value in inbound.items():
             if self._drops(name) or (listed and name.lower() in listed):
                 continue
-            out.add(name, value)
+            lines.append(f"{name}: {value}\r\n")
+        if "Host" not in inbound:
+            lines.append(f"Host: {self._host}\r\n")
         if principal is not None and token is not None:
-            out["Authorization"] = f"Bearer {token}"
-            out.update(self._signer.sign(principal, token))
-        out[REQUEST_ID_HEADER] = request_id
+            lines.append(f"Authorization: Bearer {token}\r\n")
+            for name, value in self._signer.sign(principal, token).items():
+                lines.append(f"{name}: {value}\r\n")
         peer = request.remote or ""
         forwarded_for = ", ".join(inbound.getall("X-Forwarded-For", []))
-        out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
         proto = request.scheme
         if self.config.trusted_proxies and _is_trusted(peer, self.config.trusted_proxies):
             claimed = inbound.get("X-Forwarded-Proto", "").lower()
             proto = claimed if claimed in ("http", "https") else proto
-        out["X-Forwarded-Proto"] = proto
-        return out
+        lines.append(
+            f"{REQUEST_ID_HEADER}: {request_id}\r\n"
+            f"X-Forwarded-For: {f'{forwarded_for}, {peer}' if forwarded_for else peer}\r\n"
+            f"X-Forwarded-Proto: {proto}\r\n"
+        )
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        elif request.method in _BODY_METHODS:
+            lines.append("Content-Length: 0\r\n")
+        lines.append("\r\n")
+        # surrogateescape: bytes that are not UTF-8 reach the app exactly as the client sent them.
+        return "".join(lines).encode("utf-8", "surrogateescape")
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         """The whole request body, read before the app is involved (as nginx buffers requests).
@@ -369,78 +372,64 @@ class Sidecar:
             ) from None
 
     async def _forward(
-        self,
-        request: web.BaseRequest,
-        target: Target,
-        headers: CIMultiDict[str],
-        body: bytes | None,
-        request_id: str,
+        self, request: web.BaseRequest, head: bytes, body: bytes | None, request_id: str
     ) -> web.StreamResponse:
-        assert self._session is not None, "start() was not awaited"  # noqa: S101 - programming error
-        scheme, host, port = self._origin
-        # Built, never joined: a join would read a target's ``//host`` as an authority.
-        url = URL.build(
-            scheme=scheme,
-            host=host,
-            port=port,
-            path=target.raw_path,
-            query_string=target.raw_query,
-            encoded=True,
-        )
+        assert self._pool is not None, "start() was not awaited"  # noqa: S101 - programming error
         # A pooled connection the app just closed or reset (a worker recycled, stopping or killed)
         # fails before the app read anything: a request without a body can safely be tried once
         # more on a fresh connection. So can one the app deduplicates (an Idempotency-Key, as Go's
         # net/http decides too) if its body is small: the buffered bytes are sent again as they are.
         replayable = body is None or (len(body) <= _BUFFER_LIMIT and "Idempotency-Key" in request.headers)
-        attempts = 2 if replayable else 1
+        message = head + body if body else head
+        head_only = request.method == "HEAD"
         if self.stall is not None and self.stall.stalled:
             # Nothing reaches a stalled app: answered at once, it is asked again every second.
             return self._upstream_error("stalled", 503, request_id, retry_after=1)
-        for attempt in range(attempts):
+        try:
             try:
-                call = asyncio.ensure_future(
-                    self._session.request(
-                        request.method,
-                        url,
-                        headers=headers,
-                        data=body,
-                        allow_redirects=False,
-                        compress=None,
-                    )
-                )
-                if self.stall is not None and not await self.stall.wait(call):
-                    return self._upstream_error("stalled", 504, request_id)
-                upstream = await call
-                if self.stall is not None:
-                    self.stall.answered()
-                break
-            except aiohttp.ClientConnectorError:
-                # Nothing listens: the app is down or restarting, which is a 503 (as Envoy answers),
-                # not a bad gateway; clients and load balancers retry a 503.
-                return self._upstream_error("connect", 503, request_id)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # Closed or reset (a worker killed or recycled under a pooled connection).
-                if attempt == attempts - 1:
-                    return self._upstream_error("disconnected", 502, request_id)
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                return self._upstream_error("timeout", 504, request_id)
-            except aiohttp.ClientError:
-                return self._upstream_error("connect", 503, request_id)
+                upstream = await self._ask(message, head_only)
+            except Disconnected:
+                if not replayable:
+                    raise
+                upstream = await self._ask(message, head_only, fresh=True)
+        except _Stalled:
+            return self._upstream_error("stalled", 504, request_id)
+        except UpstreamTimeout as exc:
+            return self._upstream_error(exc.kind, 504, request_id)
+        except Disconnected as exc:
+            return self._upstream_error(exc.kind, 502, request_id)
+        except UpstreamError as exc:
+            # Nothing listens (the app is down or restarting): a 503 (as Envoy answers), not a bad
+            # gateway; clients and load balancers retry a 503. An answer the sidecar cannot read
+            # is the app's fault: 502.
+            return self._upstream_error(exc.kind, 503 if exc.kind == "connect" else 502, request_id)
         try:
             return await self._relay(request, upstream, request_id)
         finally:
             upstream.release()
 
+    async def _ask(self, message: bytes, head_only: bool, fresh: bool = False) -> Response:
+        """The app's answer to ``message`` (its head); raises :class:`_Stalled` once the app stalls."""
+        assert self._pool is not None, "start() was not awaited"  # noqa: S101 - programming error
+        call = asyncio.ensure_future(self._pool.request(message, head_only=head_only, fresh=fresh))
+        if self.stall is not None and not await self.stall.wait(call):
+            raise _Stalled
+        upstream = await call
+        if self.stall is not None:
+            self.stall.answered()
+        return upstream
+
     async def _app_answers(self) -> bool:
         """Whether the app answers its liveness path at all (any status), within ``http_timeout``."""
-        assert self._session is not None, "start() was not awaited"  # noqa: S101 - programming error
-        scheme, host, port = self._origin
-        url = URL.build(scheme=scheme, host=host, port=port, path=LIVENESS_PATH)
+        assert self._pool is not None, "start() was not awaited"  # noqa: S101 - programming error
+        probe = f"GET {LIVEZ} HTTP/1.1\r\nHost: {self._host}\r\n\r\n".encode()
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.config.http_timeout)):
-                return True
-        except (TimeoutError, aiohttp.ClientError):
+            async with asyncio.timeout(self.config.http_timeout):
+                answer = await self._pool.request(probe, head_only=False, fresh=True)
+        except (TimeoutError, UpstreamError):
             return False
+        answer.release()
+        return True
 
     def _upstream_error(self, kind: str, status: int, request_id: str, retry_after: int = 5) -> web.Response:
         self.metrics.upstream_errors.labels(kind).inc()
@@ -451,12 +440,9 @@ class Sidecar:
         )
 
     async def _relay(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, request_id: str
+        self, request: web.BaseRequest, upstream: Response, request_id: str
     ) -> web.StreamResponse:
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in upstream.headers.items():
-            if name.lower() not in HOP_BY_HOP:
-                headers.add(name, value)
+        headers: CIMultiDict[str] = CIMultiDict(upstream.headers)  # hop-by-hop ones already gone
         headers.setdefault(REQUEST_ID_HEADER, request_id)
         length = upstream.content_length
         bodiless = request.method == "HEAD" or upstream.status in (204, 304)
@@ -465,13 +451,16 @@ class Sidecar:
             # Most API answers are small, often chunked (no Content-Length): buffer up to the
             # limit and answer in one write; only larger bodies are streamed.
             try:
-                head = await _read_up_to(upstream, _BUFFER_LIMIT + 1)
-            except (TimeoutError, aiohttp.ClientError):
-                return self._upstream_error("read", 502, request_id)
-            if len(head) <= _BUFFER_LIMIT and upstream.content.at_eof():
+                head = await upstream.read_up_to(_BUFFER_LIMIT + 1)
+            except UpstreamError as exc:
+                return self._upstream_error(
+                    exc.kind, 504 if isinstance(exc, UpstreamTimeout) else 502, request_id
+                )
+            if len(head) <= _BUFFER_LIMIT and upstream.at_eof():
                 headers.popall("Content-Length", None)
-                status, reason = upstream.status, upstream.reason
-                return web.Response(status=status, reason=reason, headers=headers, body=head)
+                return web.Response(
+                    status=upstream.status, reason=upstream.reason, headers=headers, body=head
+                )
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         if self.draining:
             response.force_close()
@@ -480,10 +469,10 @@ class Sidecar:
             if head:
                 await response.write(head)
             if not bodiless:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream.iter_chunks():
                     await response.write(chunk)
             await response.write_eof()
-        except (TimeoutError, aiohttp.ClientError, ConnectionResetError):
+        except (UpstreamError, ConnectionResetError):
             # Headers are gone already (or the client left): the only signal left is a cut connection.
             self.metrics.upstream_errors.labels("stream").inc()
             if request.transport is not None:
@@ -491,14 +480,8 @@ class Sidecar:
         return response
 
 
-async def _read_up_to(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
-    buffer = bytearray()
-    while len(buffer) < limit:
-        chunk = await upstream.content.read(limit - len(buffer))
-        if not chunk:
-            break
-        buffer += chunk
-    return bytes(buffer)
+class _Stalled(Exception):
+    """The app answered nothing, not even its liveness probe (:class:`StallGuard`)."""
 
 
 def create_server(sidecar: Sidecar) -> web.Server:
