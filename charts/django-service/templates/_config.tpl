@@ -1,24 +1,4 @@
-{{/* The runtime contract (docs/runtime-contract.md): ports, paths and the non-secret environment. */}}
-
-{{/* Usage: {{ include "django-service.config.httpPort" . }} (the pod's service port: sidecar, or gunicorn in-process) */}}
-{{- define "django-service.config.httpPort" -}}
-8000
-{{- end -}}
-
-{{/* Usage: {{ include "django-service.config.upstreamPort" . }} (gunicorn on 127.0.0.1 behind the sidecar) */}}
-{{- define "django-service.config.upstreamPort" -}}
-8080
-{{- end -}}
-
-{{/* Usage: {{ include "django-service.config.metricsPort" . }} (the app's internal listener: /metrics and the admin; never behind the Service's public port) */}}
-{{- define "django-service.config.metricsPort" -}}
-9090
-{{- end -}}
-
-{{/* Usage: {{ include "django-service.config.sidecarMetricsPort" . }} (the sidecar's metrics listener: /metrics/sidecar) */}}
-{{- define "django-service.config.sidecarMetricsPort" -}}
-9091
-{{- end -}}
+{{/* The runtime contract (docs/runtime-contract.md): the non-secret environment; its ports and paths are in _contract.tpl. */}}
 
 {{/* Usage: {{ include "django-service.config.sidecarEnabled" . }} ("true" or "") */}}
 {{- define "django-service.config.sidecarEnabled" -}}
@@ -78,13 +58,13 @@ DATABASE_POOLER: "transaction"
 {{- end }}
 READYZ_TIMEOUT: {{ .Values.probes.readyzTimeoutSeconds | toString | quote }}
 {{- if include "django-service.config.sidecarEnabled" . }}
-GUNICORN_BIND: {{ printf "127.0.0.1:%s" (include "django-service.config.upstreamPort" .) | quote }}
+GUNICORN_BIND: {{ printf "127.0.0.1:%s" (include "django-service.contract.upstreamPort" .) | quote }}
 {{- else }}
-GUNICORN_BIND: {{ printf "0.0.0.0:%s" (include "django-service.config.httpPort" .) | quote }}
+GUNICORN_BIND: {{ printf "0.0.0.0:%s" (include "django-service.contract.httpPort" .) | quote }}
 {{- /* in-process, gunicorn is the front door: it believes X-Forwarded-Proto only from the ingress */}}
 GUNICORN_FORWARDED_ALLOW_IPS: {{ prepend .Values.ingress.trustedProxies "127.0.0.1" | uniq | join "," | quote }}
 {{- end }}
-METRICS_BIND: {{ printf "0.0.0.0:%s" (include "django-service.config.metricsPort" .) | quote }}
+METRICS_BIND: {{ printf "0.0.0.0:%s" (include "django-service.contract.metricsPort" .) | quote }}
 DJANGO_ADMIN_PUBLIC: {{ .Values.django.adminPublic | toString | quote }}
 {{- if .Values.gunicorn.workers }}
 GUNICORN_WORKERS: {{ .Values.gunicorn.workers | toString | quote }}
@@ -108,7 +88,7 @@ MESHAUTH_PRINCIPAL_SECRET_FILE: {{ include "django-service.config.principalSecre
 MESHAUTH_CLIENT_ID: {{ .Values.auth.clientId | quote }}
 {{- end }}
 {{- range .Values.mesh.calls }}
-{{ upper . | replace "-" "_" }}_URL: {{ printf "http://%s:%s" . (include "django-service.config.httpPort" $) | quote }}
+{{ upper . | replace "-" "_" }}_URL: {{ printf "http://%s:%s" . (include "django-service.contract.httpPort" $) | quote }}
 {{- end }}
 {{- range $name, $value := .Values.env }}
 {{ $name }}: {{ $value | toString | quote }}
@@ -126,9 +106,9 @@ MESHAUTH_ISSUER: {{ .Values.auth.issuer | quote }}
 MESHAUTH_AUDIENCE: {{ include "django-service.config.audience" . | quote }}
 MESHAUTH_JWKS_URL: {{ include "django-service.config.jwksUrl" . | quote }}
 MESHAUTH_PRINCIPAL_SECRET_FILE: {{ include "django-service.config.principalSecretFile" . | quote }}
-MESHAUTH_SIDECAR_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.config.httpPort" .) | quote }}
-MESHAUTH_SIDECAR_UPSTREAM: {{ printf "http://127.0.0.1:%s" (include "django-service.config.upstreamPort" .) | quote }}
-MESHAUTH_SIDECAR_METRICS_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.config.sidecarMetricsPort" .) | quote }}
+MESHAUTH_SIDECAR_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.contract.httpPort" .) | quote }}
+MESHAUTH_SIDECAR_UPSTREAM: {{ printf "http://127.0.0.1:%s" (include "django-service.contract.upstreamPort" .) | quote }}
+MESHAUTH_SIDECAR_METRICS_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.contract.sidecarMetricsPort" .) | quote }}
 MESHAUTH_SIDECAR_TRUSTED_PROXIES: {{ .Values.ingress.trustedProxies | join "," | quote }}
 MESHAUTH_PUBLIC_PATHS: {{ .Values.auth.publicPaths | join "," | quote }}
 LOG_LEVEL: {{ .Values.django.logLevel | quote }}

@@ -41,7 +41,7 @@ spec:
   # `up`) apart, the same labels the local Prometheus of `make test` uses.
   endpoints:
     - port: metrics
-      path: /metrics
+      path: {{ include "django-service.contract.metricsPath" . }}
       interval: {{ $sm.interval }}
       scrapeTimeout: {{ $sm.scrapeTimeout }}
       relabelings:
@@ -49,7 +49,7 @@ spec:
           replacement: app
     {{- if include "django-service.config.sidecarEnabled" . }}
     - port: sidecar-metrics
-      path: /metrics/sidecar
+      path: {{ include "django-service.contract.sidecarMetricsPath" . }}
       interval: {{ $sm.interval }}
       scrapeTimeout: {{ $sm.scrapeTimeout }}
       relabelings:

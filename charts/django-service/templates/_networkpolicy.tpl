@@ -40,7 +40,7 @@
 {{- define "django-service.networkpolicy.render" -}}
 {{- if .Values.networkPolicy.enabled -}}
 {{- $np := .Values.networkPolicy -}}
-{{- $httpPort := include "django-service.config.httpPort" . | int -}}
+{{- $httpPort := include "django-service.contract.httpPort" . | int -}}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -70,10 +70,10 @@ spec:
     - from:
         {{- include "django-service.networkpolicy.peer" $np.metricsScraper | nindent 8 }}
       ports:
-        - port: {{ include "django-service.config.metricsPort" . | int }}
+        - port: {{ include "django-service.contract.metricsPort" . | int }}
           protocol: TCP
         {{- if include "django-service.config.sidecarEnabled" . }}
-        - port: {{ include "django-service.config.sidecarMetricsPort" . | int }}
+        - port: {{ include "django-service.contract.sidecarMetricsPort" . | int }}
           protocol: TCP
         {{- end }}
   egress:

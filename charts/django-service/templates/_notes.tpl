@@ -5,14 +5,14 @@
 {{- $fullname := include "django-service.names.fullname" . -}}
 {{- $ns := .Release.Namespace -}}
 {{ .Chart.Name }} {{ .Chart.AppVersion }} is installed as release {{ .Release.Name }} in namespace {{ $ns }}
-(auth: {{ .Values.auth.mode }}{{ if include "django-service.config.sidecarEnabled" . }}, meshauth sidecar on port {{ include "django-service.config.httpPort" . }}{{ end }}).
+(auth: {{ .Values.auth.mode }}{{ if include "django-service.config.sidecarEnabled" . }}, meshauth sidecar on port {{ include "django-service.contract.httpPort" . }}{{ end }}).
 
 Inside the cluster:
   http://{{ include "django-service.names.serviceHost" . }}:{{ .Values.service.port }}/
 
 From your machine:
   kubectl --namespace {{ $ns }} port-forward service/{{ $fullname }} 8000:{{ .Values.service.port }}
-  curl http://127.0.0.1:8000/livez
+  curl http://127.0.0.1:8000{{ include "django-service.contract.livezPath" . }}
   open http://127.0.0.1:8000/api/v1/docs
 {{- if .Values.ingress.enabled }}
 

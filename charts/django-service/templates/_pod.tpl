@@ -35,25 +35,25 @@ volumeMounts:
 
 {{/* Usage: {{ include "django-service.pod.probes" . | nindent 10 }} (the app's probes, through the pod's service port) */}}
 {{- define "django-service.pod.probes" -}}
-{{- $port := include "django-service.config.httpPort" . | int -}}
+{{- $port := include "django-service.contract.httpPort" . | int -}}
 {{- $p := .Values.probes -}}
 startupProbe:
   httpGet:
-    path: /livez
+    path: {{ include "django-service.contract.livezPath" . }}
     port: {{ $port }}
   periodSeconds: {{ $p.startup.periodSeconds }}
   timeoutSeconds: {{ $p.startup.timeoutSeconds }}
   failureThreshold: {{ $p.startup.failureThreshold }}
 livenessProbe:
   httpGet:
-    path: /livez
+    path: {{ include "django-service.contract.livezPath" . }}
     port: {{ $port }}
   periodSeconds: {{ $p.liveness.periodSeconds }}
   timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
 readinessProbe:
   httpGet:
-    path: /readyz
+    path: {{ include "django-service.contract.readyzPath" . }}
     port: {{ $port }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   {{- /* the database check is bounded by READYZ_TIMEOUT; give the answer one more second */}}
@@ -75,11 +75,11 @@ readinessProbe:
   ports:
     {{- if not $sidecar }}
     - name: http
-      containerPort: {{ include "django-service.config.httpPort" . }}
+      containerPort: {{ include "django-service.contract.httpPort" . }}
       protocol: TCP
     {{- end }}
     - name: metrics
-      containerPort: {{ include "django-service.config.metricsPort" . }}
+      containerPort: {{ include "django-service.contract.metricsPort" . }}
       protocol: TCP
   envFrom:
     - configMapRef:
@@ -125,7 +125,7 @@ readinessProbe:
 
 {{/* Usage: {{ include "django-service.pod.sidecarContainer" . | nindent 8 }} (native: an init container with restartPolicy Always, up before the app; else an ordinary container, see auth.sidecar.native) */}}
 {{- define "django-service.pod.sidecarContainer" -}}
-{{- $port := include "django-service.config.httpPort" . | int -}}
+{{- $port := include "django-service.contract.httpPort" . | int -}}
 - name: meshauth
   image: {{ include "django-service.images.image" (dict "image" .Values.auth.sidecar.image "context" $) }}
   imagePullPolicy: {{ .Values.auth.sidecar.image.pullPolicy }}
@@ -139,7 +139,7 @@ readinessProbe:
       containerPort: {{ $port }}
       protocol: TCP
     - name: sidecar-metrics
-      containerPort: {{ include "django-service.config.sidecarMetricsPort" . }}
+      containerPort: {{ include "django-service.contract.sidecarMetricsPort" . }}
       protocol: TCP
   env:
     {{- range $name, $value := include "django-service.config.sidecarEnv" . | fromYaml }}

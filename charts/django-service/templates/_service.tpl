@@ -24,13 +24,13 @@ spec:
       protocol: TCP
       appProtocol: http
     - name: metrics
-      port: {{ include "django-service.config.metricsPort" . }}
+      port: {{ include "django-service.contract.metricsPort" . }}
       targetPort: metrics
       protocol: TCP
       appProtocol: http
     {{- if include "django-service.config.sidecarEnabled" . }}
     - name: sidecar-metrics
-      port: {{ include "django-service.config.sidecarMetricsPort" . }}
+      port: {{ include "django-service.contract.sidecarMetricsPort" . }}
       targetPort: sidecar-metrics
       protocol: TCP
       appProtocol: http

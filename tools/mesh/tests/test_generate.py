@@ -18,6 +18,7 @@ import helm_python as helm
 import pytest
 import yaml
 
+import meshcontract
 from mesh import cli
 from mesh.generate import expected_files, stale_files, templates, write_files
 from mesh.registry import find_root, load_registry
@@ -307,4 +308,23 @@ def test_a_default_is_one_edit_in_the_template(
         assert "| `replicaCount` " in (repo / f"charts/{name}/README.md").read_text()
     (deployment,) = [d for d in render_chart(repo, "orders") if d["kind"] == "Deployment"]
     assert deployment["spec"]["replicas"] == 4
+    assert check(capsys) == (0, [])
+
+
+def test_a_probe_path_or_port_is_one_edit_in_the_contract(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The contract's value (here changed in-process, as an edit of its one line would) and `mesh
+    generate`: every chart's pods probe the new path and listen for metrics on the new port."""
+    monkeypatch.setattr(meshcontract, "LIVEZ", "/healthz")
+    monkeypatch.setattr(meshcontract, "PROBES", ("/healthz", meshcontract.READYZ))
+    monkeypatch.setattr(meshcontract, "METRICS_PORT", 9190)
+    assert "charts/django-service/templates/_contract.tpl" in generate(capsys)
+    docs = render_chart(repo, "orders")
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    probed = {c["livenessProbe"]["httpGet"]["path"] for c in pod["containers"] if "livenessProbe" in c}
+    assert probed == {"/healthz"}
+    assert config(docs, "METRICS_BIND") == "0.0.0.0:9190"
+    assert config(docs, "MESHAUTH_PUBLIC_PATHS").split(",")[0] == "/healthz"
     assert check(capsys) == (0, [])

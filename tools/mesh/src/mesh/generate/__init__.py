@@ -9,6 +9,8 @@ pre-commit hook):
   alert rules, :mod:`mesh.observability`);
 - ``.github/workflows/<service>.yml`` (``templates/workflow.yml-tpl``);
 - ``skaffold.yaml`` (``templates/skaffold.yaml-tpl``, one ``skaffold-module.yaml-tpl`` per service);
+- ``charts/django-service/templates/_contract.tpl`` (``templates/chart-contract.tpl-tpl``): the ports
+  and probe and metrics paths of the runtime contract (:mod:`meshcontract`), which every chart's pods use;
 - ``k8s/db-bootstrap/`` (:mod:`mesh.generate.k8s_bootstrap`) and the overview dashboard of k8s/monitoring;
 - the fleet's table in README.md, between its generated markers (:mod:`mesh.generate.docs`).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import meshcontract
 from mesh import observability
 from mesh.chartreadme import ReadmeError, render_readme
 from mesh.generate import docs, k8s_bootstrap
@@ -33,6 +36,7 @@ from mesh.registry import Registry, load_registry
 __all__ = ["GenerateError", "Stale", "expected_files", "stale_files", "write_files"]
 
 SKAFFOLD = Path("skaffold.yaml")
+CHART_CONTRACT = Path("charts/django-service/templates/_contract.tpl")
 WORKFLOWS = Path(".github/workflows")
 K8S_SOURCE = "tools/mesh/src/mesh/generate/k8s_bootstrap.py"
 
@@ -78,6 +82,21 @@ def _skaffold(registry: Registry) -> str:
     return with_header(SKAFFOLD, text, source)
 
 
+def _chart_contract() -> str:
+    context = {
+        "http_port": str(meshcontract.APP_PORT),
+        "upstream_port": str(meshcontract.UPSTREAM_PORT),
+        "metrics_port": str(meshcontract.METRICS_PORT),
+        "sidecar_metrics_port": str(meshcontract.SIDECAR_METRICS_PORT),
+        "livez": meshcontract.LIVEZ,
+        "readyz": meshcontract.READYZ,
+        "metrics": meshcontract.METRICS,
+        "sidecar_metrics": meshcontract.SIDECAR_METRICS,
+    }
+    text = render_file("chart-contract.tpl", context)
+    return with_header(CHART_CONTRACT, text, f"{source_name('chart-contract.tpl')} ({meshcontract.SOURCE})")
+
+
 def expected_files(root: Path, registry: Registry | None = None) -> dict[Path, str]:
     """``{path relative to root: content}`` of every generated file of the fleet ``registry`` describes.
 
@@ -94,6 +113,7 @@ def expected_files(root: Path, registry: Registry | None = None) -> dict[Path, s
         text = render_file("workflow.yml", context)
         files[workflow] = with_header(workflow, text, source_name("workflow.yml"))
     files[SKAFFOLD] = _skaffold(registry)
+    files[CHART_CONTRACT] = _chart_contract()
     for path, text in k8s_bootstrap.files(registry).items():
         files[path] = with_header(path, text, K8S_SOURCE)
     for path, text in observability.expected_files(registry).items():

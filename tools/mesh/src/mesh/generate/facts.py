@@ -7,8 +7,9 @@ template holds layout and prose only.
 
 from __future__ import annotations
 
+import meshcontract
 from mesh.registry import Service
-from meshcontract import PROBES, UPSTREAM_PORT, variable
+from meshcontract import variable
 
 __all__ = ["ISSUER", "service_context"]
 
@@ -43,10 +44,12 @@ def service_context(service: Service) -> dict[str, str]:
         "reads_yaml": _yaml_list(service.reads, 4),
         "calls_yaml": _yaml_list(service.calls, 4),
         # The probes are public in every chart (the contract's paths), then mesh.toml's own.
-        "public_paths_yaml": "".join(f"\n    - {path}" for path in (*PROBES, *service.public_paths)),
+        "public_paths_yaml": "".join(
+            f"\n    - {path}" for path in (*meshcontract.PROBES, *service.public_paths)
+        ),
         # The issuer's own sidecar reads the keys from the app beside it: through the Service it would
         # ask itself, and no token protects the JWKS anyway.
-        "jwks_url": f"http://127.0.0.1:{UPSTREAM_PORT}{JWKS_PATH}" if issuer else '""',
+        "jwks_url": f"http://127.0.0.1:{meshcontract.UPSTREAM_PORT}{JWKS_PATH}" if issuer else '""',
         "jwks_note": (
             f". {ISSUER}'s own sidecar reads the keys from the app beside it (the app itself reads them "
             "from its database)"
