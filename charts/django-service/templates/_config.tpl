@@ -15,6 +15,11 @@
 /run/prometheus
 {{- end -}}
 
+{{/* Usage: {{ include "django-service.config.tokenCacheDir" . }} (MESHAUTH_TOKEN_CACHE_DIR) */}}
+{{- define "django-service.config.tokenCacheDir" -}}
+/run/service-tokens
+{{- end -}}
+
 {{/* Usage: {{ include "django-service.config.jwksUrl" . }} */}}
 {{- define "django-service.config.jwksUrl" -}}
 {{- default (printf "%s/.well-known/jwks.json" (trimSuffix "/" .Values.auth.identityUrl)) .Values.auth.jwksUrl -}}
@@ -86,6 +91,7 @@ MESHAUTH_PRINCIPAL_SECRET_FILE: {{ include "django-service.config.principalSecre
 {{- end }}
 {{- if .Values.auth.clientId }}
 MESHAUTH_CLIENT_ID: {{ .Values.auth.clientId | quote }}
+MESHAUTH_TOKEN_CACHE_DIR: {{ include "django-service.config.tokenCacheDir" . | quote }}
 {{- end }}
 {{- range .Values.mesh.calls }}
 {{ upper . | replace "-" "_" }}_URL: {{ printf "http://%s:%s" . (include "django-service.contract.httpPort" $) | quote }}

@@ -17,6 +17,13 @@ volumes:
       medium: Memory
       sizeLimit: 1Mi
 {{- end }}
+{{- if .context.Values.auth.clientId }}
+  {{- /* The workers' shared service tokens (MESHAUTH_TOKEN_CACHE_DIR): in memory, the app container's only. */}}
+  - name: service-tokens
+    emptyDir:
+      medium: Memory
+      sizeLimit: 1Mi
+{{- end }}
 {{- end -}}
 
 {{/* Usage: {{ include "django-service.pod.appVolumeMounts" (dict "sidecar" true "context" $) | nindent 10 }} */}}
@@ -30,6 +37,10 @@ volumeMounts:
   - name: meshauth
     mountPath: /run/meshauth
     readOnly: true
+{{- end }}
+{{- if .context.Values.auth.clientId }}
+  - name: service-tokens
+    mountPath: {{ include "django-service.config.tokenCacheDir" .context }}
 {{- end }}
 {{- end -}}
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -215,3 +218,110 @@ def test_a_service_that_timed_out_is_not_called_again_until_the_cooldown_passed(
             assert silent.connections == 2
     finally:
         silent.close()
+
+
+# -- the token shared by a pod's workers (MESHAUTH_TOKEN_CACHE_DIR) ---------------------------------
+
+
+def _worker(identity: FakeIdentity, cache_dir: Path) -> ServiceClient:
+    """One gunicorn worker's client: its own process memory, the pod's shared cache directory."""
+    return ServiceClient(
+        identity_url=identity.url,
+        client_id="orders",
+        client_secret="orders-secret",
+        backoff=0.01,
+        retries=0,
+        token_cache_dir=cache_dir,
+    )
+
+
+def _bearer(request: dict[str, Any]) -> str:
+    return str(request["headers"]["Authorization"]).removeprefix("Bearer ")
+
+
+def test_a_worker_started_while_identity_is_down_uses_its_siblings_token(
+    identity: FakeIdentity, target: Target, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "tokens"
+    with _worker(identity, cache_dir) as first:
+        assert first.get(target.url, audience="catalog").status_code == 200
+    identity.stop()  # identity stops answering; a recycled worker starts only now
+    with _worker(identity, cache_dir) as second:
+        assert second.get(target.url, audience="catalog").status_code == 200
+    assert identity.token_hits == 1
+    assert _bearer(target.requests[1]) == _bearer(target.requests[0])
+    # Without the shared directory the same worker has no token and cannot call at all.
+    with _worker(identity, tmp_path / "empty") as alone, pytest.raises(ServiceTokenError):
+        alone.get(target.url, audience="catalog")
+    assert len(target.requests) == 2
+
+
+def test_the_shared_token_file_is_private_to_the_pod_user(
+    identity: FakeIdentity, target: Target, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "tokens"
+    with _worker(identity, cache_dir) as worker:
+        worker.get(target.url, audience="catalog")
+        worker.get(target.url, audience="payments")
+    files = sorted(cache_dir.iterdir())
+    assert len(files) == 2  # one per audience, no temporary file left behind
+    assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600, 0o600]
+    assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
+
+
+def test_a_shared_token_within_the_refresh_margin_is_not_used(
+    identity: FakeIdentity, target: Target, tmp_path: Path
+) -> None:
+    identity.service_ttl = 1  # valid for 1 s: the margin (min(30, ttl / 2)) leaves it usable for 0.5 s
+    with _worker(identity, tmp_path) as first:
+        first.get(target.url, audience="catalog")
+    time.sleep(0.6)
+    with _worker(identity, tmp_path) as second:
+        assert second.get(target.url, audience="catalog").status_code == 200
+    assert identity.token_hits == 2
+    assert _bearer(target.requests[1]) != _bearer(target.requests[0])
+
+
+def test_a_corrupt_shared_token_file_leads_to_a_fresh_token(
+    identity: FakeIdentity, target: Target, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _worker(identity, tmp_path) as first:
+        first.get(target.url, audience="catalog")
+    (shared,) = tmp_path.iterdir()
+    shared.write_text('{"access_token": ')  # a half-written file from some other writer
+    with caplog.at_level(logging.WARNING, logger="meshauth.client"), _worker(identity, tmp_path) as second:
+        assert second.get(target.url, audience="catalog").status_code == 200
+        second.forget_token("catalog")
+        shared.write_text("garbage")
+        assert second.get(target.url, audience="catalog").status_code == 200
+    assert identity.token_hits == 3
+    # Logged once per process, however often the file is found broken.
+    warnings = [r.getMessage() for r in caplog.records if str(shared) in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"ignoring the unreadable service token cache file {shared}: Expecting value")
+    # The fresh token replaced the corrupt file: the next worker uses it without asking identity.
+    identity.stop()
+    with _worker(identity, tmp_path) as third:
+        assert third.get(target.url, audience="catalog").status_code == 200
+    assert _bearer(target.requests[-1]) == _bearer(target.requests[-2])
+
+
+def test_a_refused_token_is_dropped_for_every_worker(
+    identity: FakeIdentity, target: Target, tmp_path: Path
+) -> None:
+    with _worker(identity, tmp_path) as worker:
+        worker.get(target.url, audience="catalog")
+        worker.forget_token("catalog")  # what a 401 from the callee does
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_from_env_reads_the_token_cache_directory(
+    identity: FakeIdentity, target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESHAUTH_IDENTITY_URL", identity.url)
+    monkeypatch.setenv("MESHAUTH_CLIENT_ID", "orders")
+    monkeypatch.setenv("MESHAUTH_CLIENT_SECRET", "orders-secret")
+    monkeypatch.setenv("MESHAUTH_TOKEN_CACHE_DIR", str(tmp_path / "tokens"))
+    with ServiceClient.from_env() as worker:
+        worker.get(target.url, audience="catalog")
+    assert len(list((tmp_path / "tokens").iterdir())) == 1

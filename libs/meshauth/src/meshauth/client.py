@@ -1,7 +1,9 @@
 """Service-to-service HTTP calls with a service token (client-credentials grant at identity).
 
 Timeouts on every call; retries with exponential backoff and full jitter for idempotent requests on
-connection errors and 502/503/504; ``X-Request-ID`` propagation; one cached token per audience.
+connection errors and 502/503/504; ``X-Request-ID`` propagation; one cached token per audience,
+shared by a pod's processes through ``token_cache_dir`` (``MESHAUTH_TOKEN_CACHE_DIR``) when set, so a
+worker started while identity is down uses its siblings' token.
 
 A service that let a call time out is not called again for ``timeout_cooldown`` seconds: those calls
 fail at once with :class:`httpx.ConnectError` (nothing was sent). Without that, every worker of the
@@ -14,6 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import os
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -23,6 +26,7 @@ import httpx
 from meshauth import context
 from meshauth.metrics import client_request_duration
 from meshauth.settings import environ_source, read
+from meshauth.token_cache import TokenCache
 from meshcontract import REQUEST_ID_HEADER, valid_request_id
 
 __all__ = ["IDEMPOTENT_METHODS", "RETRY_STATUSES", "ServiceClient", "ServiceTokenError"]
@@ -42,7 +46,8 @@ class ServiceClient:
     """A synchronous HTTP client that authenticates as this service.
 
     ``target`` URLs are absolute; ``audience`` names the service called (the token's ``aud``).
-    Thread-safe; keep one per process and :meth:`close` it at exit.
+    Thread-safe; keep one per process and :meth:`close` it at exit. ``token_cache_dir`` shares the
+    tokens with the other processes using that directory (see :mod:`meshauth.token_cache`).
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class ServiceClient:
         max_backoff: float = 2.0,
         token_refresh_margin: float = 30.0,
         timeout_cooldown: float = 5.0,
+        token_cache_dir: str | os.PathLike[str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not identity_url or not client_id or not client_secret:
@@ -73,13 +79,16 @@ class ServiceClient:
         self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_lock = threading.Lock()
+        self._token_cache = TokenCache(token_cache_dir, client_id) if token_cache_dir else None
         self.timeout_cooldown = timeout_cooldown
         self._timed_out_until: dict[str, float] = {}  # target -> not called again before (monotonic)
 
     @classmethod
     def from_env(cls, **options: Any) -> ServiceClient:
-        """A client from ``MESHAUTH_IDENTITY_URL``, ``MESHAUTH_CLIENT_ID`` and ``MESHAUTH_CLIENT_SECRET``."""
+        """A client from ``MESHAUTH_IDENTITY_URL``, ``MESHAUTH_CLIENT_ID``, ``MESHAUTH_CLIENT_SECRET``
+        and ``MESHAUTH_TOKEN_CACHE_DIR``."""
         source = environ_source()
+        options.setdefault("token_cache_dir", read(source, "MESHAUTH_TOKEN_CACHE_DIR") or None)
         return cls(
             identity_url=read(source, "MESHAUTH_IDENTITY_URL"),
             client_id=read(source, "MESHAUTH_CLIENT_ID"),
@@ -95,16 +104,25 @@ class ServiceClient:
             cached = self._tokens.get(audience)
             if cached is not None and time.monotonic() < cached[1]:
                 return cached[0]
+            shared = self._token_cache.load(audience, self.token_refresh_margin) if self._token_cache else None
+            if shared is not None:
+                token, left = shared
+                self._tokens[audience] = (token, time.monotonic() + left)
+                return token
             token, expires_in = self._fetch_token(audience)
             # Refresh before expiry: a token must not expire between here and the callee's check.
             margin = min(self.token_refresh_margin, expires_in / 2)
             self._tokens[audience] = (token, time.monotonic() + expires_in - margin)
+            if self._token_cache is not None:
+                self._token_cache.save(audience, token, expires_in)
             return token
 
     def forget_token(self, audience: str) -> None:
         """Drop the cached token for ``audience`` (the next call fetches a new one)."""
         with self._token_lock:
             self._tokens.pop(audience, None)
+            if self._token_cache is not None:
+                self._token_cache.forget(audience)
 
     def _fetch_token(self, audience: str) -> tuple[str, float]:
         body = {"client_id": self.client_id, "client_secret": self._client_secret, "audience": audience}

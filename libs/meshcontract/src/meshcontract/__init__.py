@@ -539,6 +539,16 @@ VARIABLES: Final[tuple[Variable, ...]] = (
     ),
     _v("MESHAUTH_CLIENT_SECRET", "secret", SETTINGS, "the client's secret", default="", section="meshauth"),
     _v(
+        "MESHAUTH_TOKEN_CACHE_DIR",
+        "path",
+        SETTINGS,
+        "a directory where the pod's processes share their service tokens (one 0600 file per audience): a "
+        "worker started while identity is down uses its siblings' token; `mesh up` and the charts set it",
+        default="",
+        unset="each process keeps its own tokens in memory",
+        section="meshauth",
+    ),
+    _v(
         "MESHAUTH_ALGORITHMS",
         "list",
         (*SETTINGS, SIDECAR),

@@ -210,6 +210,8 @@ class Fleet:
         if client:
             env["MESHAUTH_CLIENT_ID"] = service.name
             env["MESHAUTH_CLIENT_SECRET"] = client["secret"]
+            # Its workers share their service tokens: one (re)started while identity is down still calls.
+            env["MESHAUTH_TOKEN_CACHE_DIR"] = str(self.run_dir / service.name / "tokens")
         if service.name == "identity":
             env["MESH_SERVICE_CLIENTS"] = json.dumps(self.client_credentials())
         for callee in service.calls:
