@@ -226,6 +226,7 @@ class AppSettings(AuthSettings):
     principal_max_age: float = _from("MESHAUTH_PRINCIPAL_MAX_AGE")
     client_id: str = _from("MESHAUTH_CLIENT_ID")
     client_secret: str = _from("MESHAUTH_CLIENT_SECRET")
+    token_cache_dir: str = _from("MESHAUTH_TOKEN_CACHE_DIR")
     profile_cache_seconds: float = _from("MESHAUTH_PROFILE_CACHE_SECONDS")
 
     def validate(self) -> None:

@@ -30,7 +30,10 @@ def _service_client() -> ServiceClient:
         if _client is None:
             conf = get_settings()
             _client = ServiceClient(
-                identity_url=conf.identity_url, client_id=conf.client_id, client_secret=conf.client_secret
+                identity_url=conf.identity_url,
+                client_id=conf.client_id,
+                client_secret=conf.client_secret,
+                token_cache_dir=conf.token_cache_dir or None,
             )
         return _client
 
