@@ -133,6 +133,22 @@ def test_memory_volumes_for_tmp_and_metrics(renderer: Renderer, chart: str) -> N
     assert any(m["name"] == shared["name"] and m.get("readOnly") for m in sidecar["volumeMounts"])
 
 
+def test_a_service_client_shares_its_tokens_in_a_memory_volume_of_the_app(renderer: Renderer) -> None:
+    # orders calls catalog: its workers share their service tokens, so one recycled while identity is
+    # down still calls. The directory is memory-backed, writable by the app, seen by no other container.
+    rendered = renderer.render("orders")
+    spec = pod(rendered)["spec"]
+    token_dir = env(rendered)["MESHAUTH_TOKEN_CACHE_DIR"]
+    (mount,) = [m for m in app(rendered)["volumeMounts"] if m["mountPath"] == token_dir]
+    assert not mount.get("readOnly")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes[mount["name"]]["emptyDir"]["medium"] == "Memory"
+    others = [c for c in spec["initContainers"] + spec["containers"] if c["name"] != "app"]
+    assert others and not [c["name"] for c in others if mount["name"] in {m["name"] for m in c["volumeMounts"]}]
+    # A service without client credentials has no tokens to share.
+    assert "MESHAUTH_TOKEN_CACHE_DIR" not in env(renderer.render("catalog"))
+
+
 @pytest.mark.parametrize("chart", app_chart_names())
 def test_sidecar_as_an_ordinary_container_for_runtimes_without_native_sidecars(
     renderer: Renderer, chart: str
