@@ -144,7 +144,8 @@ def test_a_service_client_shares_its_tokens_in_a_memory_volume_of_the_app(render
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes[mount["name"]]["emptyDir"]["medium"] == "Memory"
     others = [c for c in spec["initContainers"] + spec["containers"] if c["name"] != "app"]
-    assert others and not [c["name"] for c in others if mount["name"] in {m["name"] for m in c["volumeMounts"]}]
+    assert [c["name"] for c in others] == ["principal-secret", "meshauth"]
+    assert [c["name"] for c in others if mount["name"] in {m["name"] for m in c["volumeMounts"]}] == []
     # A service without client credentials has no tokens to share.
     assert "MESHAUTH_TOKEN_CACHE_DIR" not in env(renderer.render("catalog"))
 

@@ -13,10 +13,10 @@ behind them; with it, the caller answers them at once (orders: a 503, nothing re
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
-import os
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -104,7 +104,9 @@ class ServiceClient:
             cached = self._tokens.get(audience)
             if cached is not None and time.monotonic() < cached[1]:
                 return cached[0]
-            shared = self._token_cache.load(audience, self.token_refresh_margin) if self._token_cache else None
+            # A sibling worker's token first: this process may have started while identity is down.
+            cache = self._token_cache
+            shared = cache.load(audience, self.token_refresh_margin) if cache is not None else None
             if shared is not None:
                 token, left = shared
                 self._tokens[audience] = (token, time.monotonic() + left)

@@ -40,7 +40,8 @@ class TokenCache:
         path = self.path(audience)
         try:
             data = json.loads(path.read_text())
-            token, issued_at, expires_at = data["access_token"], float(data["issued_at"]), float(data["expires_at"])
+            token = data["access_token"]
+            issued_at, expires_at = float(data["issued_at"]), float(data["expires_at"])
             if not isinstance(token, str) or not token:
                 raise ValueError("no access_token")
             if data.get("client_id") != self.client_id or data.get("audience") != audience:
@@ -68,7 +69,7 @@ class TokenCache:
         )
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # mkstemp creates the file with mode 0600; the rename makes a reader see the old file or the new.
+            # mkstemp creates the file with mode 0600; after the rename a reader sees the old file or the new.
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".token-")
             try:
                 with os.fdopen(fd, "w") as handle:
@@ -78,7 +79,9 @@ class TokenCache:
                 os.unlink(tmp)
                 raise
         except OSError as exc:
-            self._warn_once(self.directory, f"cannot write the service token cache in {self.directory}: {exc}")
+            self._warn_once(
+                self.directory, f"cannot write the service token cache in {self.directory}: {exc}"
+            )
 
     def forget(self, audience: str) -> None:
         """Remove the file for ``audience`` (its token was refused: no process should pick it up)."""
