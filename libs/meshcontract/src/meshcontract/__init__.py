@@ -22,6 +22,7 @@ from typing import Final, Literal, TypeGuard
 
 __all__ = [
     "APP_PORT",
+    "Kind",
     "LIVEZ",
     "METRICS",
     "METRICS_PORT",
@@ -43,6 +44,7 @@ __all__ = [
     "Reader",
     "Variable",
     "callee_url_variable",
+    "declaration",
     "is_probe",
     "names",
     "read_database_url_variable",
@@ -145,7 +147,10 @@ class Variable:
     """One environment variable of the contract.
 
     ``default`` is the value the code uses when the variable is unset, written as it would be set;
-    ``None`` when there is none, and then ``unset`` says what happens. A ``name`` with ``<…>`` is a
+    ``None`` when there is none, and then ``unset`` says what happens (a value the code works out, such
+    as a path with the process id, is the one default that stays in the code). ``local_default``
+    replaces ``default`` in local development (``MESH_LOCAL_DEV``); ``service_defaults`` replaces it
+    for the named services (``(("identity", "identity,mesh"),)``). A ``name`` with ``<…>`` is a
     family, one variable per entry of ``mesh.toml`` (``<OWNER>_READ_DATABASE_URL``).
     """
 
@@ -158,6 +163,14 @@ class Variable:
     required: bool = False
     services: tuple[str, ...] = ()  # empty: every service
     section: str = "meshkit"
+    local_default: str | None = None
+    service_defaults: tuple[tuple[str, str], ...] = ()
+
+    def default_for(self, service: str | None = None, *, local: bool = False) -> str | None:
+        """The default that applies to ``service`` (any when None), in local development if ``local``."""
+        if local and self.local_default is not None:
+            return self.local_default
+        return dict(self.service_defaults).get(service or "", self.default)
 
     @property
     def family(self) -> str | None:
@@ -184,8 +197,22 @@ def _v(
     required: bool = False,
     services: tuple[str, ...] = (),
     section: str = "meshkit",
+    local_default: str | None = None,
+    service_defaults: tuple[tuple[str, str], ...] = (),
 ) -> Variable:
-    return Variable(name, kind, tuple(readers), description, default, unset, required, services, section)
+    return Variable(
+        name,
+        kind,
+        tuple(readers),
+        description,
+        default,
+        unset,
+        required,
+        services,
+        section,
+        local_default,
+        service_defaults,
+    )
 
 
 # (heading, intro) of each generated table, in the page's order.
@@ -333,14 +360,16 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "bool",
         (APP,),
         "serve the admin on the public port too",
-        unset="`false` (`true` in local dev)",
+        default="false",
+        local_default="true",
     ),
     _v(
         "SECURE_COOKIES",
         "bool",
         SETTINGS,
         "`SESSION_COOKIE_SECURE` and `CSRF_COOKIE_SECURE`",
-        unset="`true` (`false` in local dev)",
+        default="true",
+        local_default="false",
     ),
     _v("SECURE_HSTS_SECONDS", "int", SETTINGS, "HSTS from Django (otherwise the ingress's job)", default="0"),
     _v(
@@ -475,6 +504,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         unset="required",
         required=True,
         section="meshauth",
+        service_defaults=(("identity", "identity,mesh"),),
     ),
     _v(
         "MESHAUTH_JWKS_URL",
@@ -906,12 +936,31 @@ def variable(name: str) -> Variable:
     raise KeyError(f"{name} is not in the runtime contract (meshcontract)")
 
 
+def declaration(name: str) -> Variable:
+    """The declaration of ``name``: the variable itself, or the family it is a member of
+    (``CATALOG_READ_DATABASE_URL`` -> ``<OWNER>_READ_DATABASE_URL``); KeyError when neither."""
+    try:
+        return variable(name)
+    except KeyError:
+        pass
+    for declared in VARIABLES:
+        if declared.family and re.fullmatch(re.sub(r"^<[A-Z]+>", "[A-Z][A-Z0-9_]*", declared.name), name):
+            return declared
+    raise KeyError(f"{name} is not in the runtime contract (meshcontract)")
+
+
 def _cell(found: Variable) -> str:
     if found.default is None:
-        return found.unset
-    if found.default == "":
-        return "empty" if found.unset == "unset" else found.unset
-    return f"`{found.default}`"
+        cell = found.unset
+    elif found.default == "":
+        cell = "empty" if found.unset == "unset" else found.unset
+    else:
+        cell = f"`{found.default}`"
+    if found.local_default is not None:
+        cell += f" (`{found.local_default}` in local dev)"
+    for service, default in found.service_defaults:
+        cell += f" ({service}: `{default}`)"
+    return cell
 
 
 SOURCE = "libs/meshcontract/src/meshcontract/__init__.py"
