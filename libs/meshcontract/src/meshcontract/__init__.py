@@ -522,6 +522,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "tokens from its database)",
         default="",
         section="meshauth",
+        service_defaults=(("identity", "identity.tokens.keys.jwks"),),
     ),
     _v(
         "MESHAUTH_IDENTITY_URL",
@@ -617,6 +618,8 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "rate limit of refetches for an unknown key, seconds (1 s while no key is known)",
         default="30",
         section="meshauth",
+        # identity reads its keys from its own database: cheap, so a rotated key is seen within a second
+        service_defaults=(("identity", "1"),),
     ),
     _v(
         "MESHAUTH_JWKS_MAX_STALENESS",

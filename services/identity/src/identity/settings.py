@@ -23,10 +23,10 @@ PASSWORD_HASHERS = [
 MESHAUTH_ISSUER = setting("MESHAUTH_ISSUER", fallback="http://127.0.0.1:8001" if LOCAL_DEV else REQUIRED)
 # identity verifies its own tokens (profile, introspection) like every other service does.
 MESHAUTH_AUDIENCE = setting("MESHAUTH_AUDIENCE", service="identity")
-# Its keys come from its own database, not from an HTTP call to itself.
-MESHAUTH_JWKS_LOADER = "identity.tokens.keys.jwks"
-# A local read is cheap: pick up a rotated key within a second rather than the HTTP default of 30.
-MESHAUTH_JWKS_MIN_REFRESH_INTERVAL = 1.0
+# Its keys come from its own database, not from an HTTP call to itself, and a local read is cheap
+# enough to see a rotated key within a second (identity's defaults in the contract).
+MESHAUTH_JWKS_LOADER = setting("MESHAUTH_JWKS_LOADER", service="identity")
+MESHAUTH_JWKS_MIN_REFRESH_INTERVAL = setting("MESHAUTH_JWKS_MIN_REFRESH_INTERVAL", service="identity")
 IDENTITY_ACCESS_TOKEN_TTL = setting("IDENTITY_ACCESS_TOKEN_TTL")
 IDENTITY_SERVICE_TOKEN_TTL = setting("IDENTITY_SERVICE_TOKEN_TTL")
 IDENTITY_REFRESH_TOKEN_TTL = setting("IDENTITY_REFRESH_TOKEN_TTL")
