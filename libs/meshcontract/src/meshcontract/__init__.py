@@ -24,6 +24,9 @@ __all__ = [
     "APP_PORT",
     "Kind",
     "LIVEZ",
+    "LOCAL_APP_PORT_OFFSET",
+    "LOCAL_METRICS_PORT_OFFSET",
+    "LOCAL_SIDECAR_METRICS_PORT_OFFSET",
     "METRICS",
     "METRICS_PORT",
     "PRINCIPAL_HEADER",
@@ -49,6 +52,7 @@ __all__ = [
     "names",
     "read_database_url_variable",
     "reader_role",
+    "render_ports",
     "render_tables",
     "valid_request_id",
     "variable",
@@ -84,6 +88,11 @@ UPSTREAM_PORT: Final = 8080
 # `/metrics` and admin, and the sidecar's `/metrics/sidecar`.
 METRICS_PORT: Final = 9090
 SIDECAR_METRICS_PORT: Final = 9091
+# `mesh up` on one machine: each service's sidecar listens on its `mesh.toml` port, its other listeners
+# on 127.0.0.1 at these offsets from it.
+LOCAL_APP_PORT_OFFSET: Final = 1000
+LOCAL_METRICS_PORT_OFFSET: Final = 2000
+LOCAL_SIDECAR_METRICS_PORT_OFFSET: Final = 3000
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 #: The same header as WSGI (Django's ``request.META``, gunicorn's environ) names it.
@@ -386,7 +395,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "address",
         (APP,),
         "gunicorn listen address",
-        default="0.0.0.0:8000",
+        default=f"0.0.0.0:{APP_PORT}",
         section="gunicorn",
     ),
     _v("GUNICORN_WORKERS", "int", (APP,), "worker processes", unset="from the CPU limit", section="gunicorn"),
@@ -650,7 +659,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "address",
         (SIDECAR,),
         "sidecar listen address, or `fd://N`: an inherited listening socket (`mesh up` uses it)",
-        default="0.0.0.0:8000",
+        default=f"0.0.0.0:{APP_PORT}",
         section="meshauth",
     ),
     _v(
@@ -658,7 +667,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "url",
         (SIDECAR,),
         "the app behind the sidecar (`http://host:port`, or `unix:/path` for a socket)",
-        default="http://127.0.0.1:8080",
+        default=f"http://127.0.0.1:{UPSTREAM_PORT}",
         section="meshauth",
     ),
     _v(
@@ -676,7 +685,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         (SIDECAR,),
         "the sidecar's metrics listener (`/metrics/sidecar` only, or `fd://N`); must differ from the listen "
         "address",
-        default="0.0.0.0:9091",
+        default=f"0.0.0.0:{SIDECAR_METRICS_PORT}",
         section="meshauth",
     ),
     _v(
@@ -991,12 +1000,51 @@ def render_tables() -> str:
     return "\n".join(lines)
 
 
+PORTS_BEGIN = f"<!-- BEGIN generated ports by `python -m meshcontract`: edit {SOURCE} -->"
+PORTS_END = "<!-- END generated ports -->"
+
+
+def render_ports() -> str:
+    """The Ports table of docs/runtime-contract.md, between its ports markers. The local ports are the
+    offsets only: each service's own port is mesh.toml's (the README's generated fleet table)."""
+    sidecar, inprocess, local = "pod, sidecar mode", "pod, in-process mode", "`make up`"
+    metrics = f"`port + {LOCAL_METRICS_PORT_OFFSET}`, `port + {LOCAL_SIDECAR_METRICS_PORT_OFFSET}`"
+    rows = [
+        (sidecar, f"`{APP_PORT}`", "the meshauth sidecar (the Service's `http` port); forwards to the app"),
+        (sidecar, f"`127.0.0.1:{UPSTREAM_PORT}`", "gunicorn (never reachable from outside the pod)"),
+        (inprocess, f"`{APP_PORT}`", "gunicorn"),
+        (
+            "pod, both modes",
+            f"`{METRICS_PORT}`",
+            f"gunicorn's internal listener (`METRICS_BIND`): `{METRICS}`, the admin; the Service's `metrics` "
+            "port, never the Ingress's",
+        ),
+        (
+            sidecar,
+            f"`{SIDECAR_METRICS_PORT}`",
+            f"the sidecar's metrics listener: `{SIDECAR_METRICS}`; the Service's `sidecar-metrics` port",
+        ),
+        (local, "the service's `port` in `mesh.toml` (the README's fleet table)", "the sidecar"),
+        (local, f"`port + {LOCAL_APP_PORT_OFFSET}` on 127.0.0.1", "gunicorn"),
+        (local, f"{metrics} on 127.0.0.1", "the app's and the sidecar's metrics listeners"),
+    ]
+    lines = [PORTS_BEGIN, "", "| where | port | who listens |", "|---|---|---|"]
+    lines += [f"| {where} | {port} | {who} |" for where, port, who in rows]
+    return "\n".join([*lines, "", PORTS_END])
+
+
+def _replace(page: str, begin: str, end: str, text: str, what: str) -> str:
+    start, stop = page.find(begin), page.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"the page has no BEGIN/END markers of the generated {what}")
+    return page[:start] + text + page[stop + len(end) :]
+
+
 def rewrite(page: str) -> str:
-    """``page`` with the text between the markers replaced by :func:`render_tables`."""
-    start, end = page.find(BEGIN), page.find(END)
-    if start < 0 or end < start:
-        raise ValueError("the page has no BEGIN/END markers of the generated tables")
-    return page[:start] + render_tables() + page[end + len(END) :]
+    """``page`` with the text between each pair of markers replaced: :func:`render_ports`,
+    :func:`render_tables`."""
+    page = _replace(page, BEGIN, END, render_tables(), "tables")
+    return _replace(page, PORTS_BEGIN, PORTS_END, render_ports(), "ports")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
