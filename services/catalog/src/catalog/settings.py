@@ -12,4 +12,4 @@ DATABASES = {"default": database_config(schema="catalog")}
 
 # How long a reservation holds stock before catalog takes it back, unless committed or released:
 # the bound on stock held by a caller that died mid-order. Longer than any live order attempt.
-CATALOG_RESERVATION_TTL: float = setting("CATALOG_RESERVATION_TTL")
+CATALOG_RESERVATION_TTL = setting("CATALOG_RESERVATION_TTL")

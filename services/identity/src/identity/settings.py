@@ -25,22 +25,22 @@ MESHAUTH_ISSUER = setting("MESHAUTH_ISSUER", fallback="http://127.0.0.1:8001" if
 MESHAUTH_AUDIENCE = setting("MESHAUTH_AUDIENCE", service="identity")
 # Its keys come from its own database, not from an HTTP call to itself, and a local read is cheap
 # enough to see a rotated key within a second (identity's defaults in the contract).
-MESHAUTH_JWKS_LOADER: str = setting("MESHAUTH_JWKS_LOADER", service="identity")
-MESHAUTH_JWKS_MIN_REFRESH_INTERVAL: float = setting("MESHAUTH_JWKS_MIN_REFRESH_INTERVAL", service="identity")
-IDENTITY_ACCESS_TOKEN_TTL: int = setting("IDENTITY_ACCESS_TOKEN_TTL")
-IDENTITY_SERVICE_TOKEN_TTL: int = setting("IDENTITY_SERVICE_TOKEN_TTL")
-IDENTITY_REFRESH_TOKEN_TTL: int = setting("IDENTITY_REFRESH_TOKEN_TTL")
+MESHAUTH_JWKS_LOADER = setting("MESHAUTH_JWKS_LOADER", service="identity")
+MESHAUTH_JWKS_MIN_REFRESH_INTERVAL = setting("MESHAUTH_JWKS_MIN_REFRESH_INTERVAL", service="identity")
+IDENTITY_ACCESS_TOKEN_TTL = setting("IDENTITY_ACCESS_TOKEN_TTL")
+IDENTITY_SERVICE_TOKEN_TTL = setting("IDENTITY_SERVICE_TOKEN_TTL")
+IDENTITY_REFRESH_TOKEN_TTL = setting("IDENTITY_REFRESH_TOKEN_TTL")
 # End users' tokens are for the whole mesh; service tokens name one service (see tokens.issuing).
-IDENTITY_USER_AUDIENCE: str = setting("IDENTITY_USER_AUDIENCE")
-IDENTITY_SIGNING_ALGORITHM: str = setting("IDENTITY_SIGNING_ALGORITHM")
-IDENTITY_KEY_ENCRYPTION_KEY: str = setting("IDENTITY_KEY_ENCRYPTION_KEY")
+IDENTITY_USER_AUDIENCE = setting("IDENTITY_USER_AUDIENCE")
+IDENTITY_SIGNING_ALGORITHM = setting("IDENTITY_SIGNING_ALGORITHM")
+IDENTITY_KEY_ENCRYPTION_KEY = setting("IDENTITY_KEY_ENCRYPTION_KEY")
 # A rotated key is published this long before it signs: twice meshauth's JWKS refresh interval.
-IDENTITY_KEY_ACTIVATION_DELAY: int = setting("IDENTITY_KEY_ACTIVATION_DELAY")
+IDENTITY_KEY_ACTIVATION_DELAY = setting("IDENTITY_KEY_ACTIVATION_DELAY")
 
 # Failed logins: per account, and per client address with a larger budget (database-backed).
-IDENTITY_LOGIN_WINDOW: int = setting("IDENTITY_LOGIN_WINDOW")
-IDENTITY_LOGIN_ACCOUNT_ATTEMPTS: int = setting("IDENTITY_LOGIN_ACCOUNT_ATTEMPTS")
-IDENTITY_LOGIN_ADDRESS_ATTEMPTS: int = setting("IDENTITY_LOGIN_ADDRESS_ATTEMPTS")
+IDENTITY_LOGIN_WINDOW = setting("IDENTITY_LOGIN_WINDOW")
+IDENTITY_LOGIN_ACCOUNT_ATTEMPTS = setting("IDENTITY_LOGIN_ACCOUNT_ATTEMPTS")
+IDENTITY_LOGIN_ADDRESS_ATTEMPTS = setting("IDENTITY_LOGIN_ADDRESS_ATTEMPTS")
 # X-Forwarded-For entries appended by proxies we run: 1 behind the sidecar, +1 per ingress hop.
 IDENTITY_TRUSTED_PROXY_HOPS: int = setting(
     "IDENTITY_TRUSTED_PROXY_HOPS", fallback=1 if setting("MESHAUTH_MODE") == "sidecar" else 0

@@ -19,8 +19,8 @@ DATABASES = {
 DATABASE_ROUTERS = ["orders.routers.CatalogReadRouter"]
 
 # Where catalog's API answers: its Service inside a cluster, its `make up` sidecar on a laptop.
-ORDERS_CATALOG_URL: str = setting(
+ORDERS_CATALOG_URL = setting(
     "CATALOG_URL", fallback="http://127.0.0.1:8002" if local_dev() else "http://catalog:8000"
 ).rstrip("/")
 # Seconds one call to catalog may take; an order waits for at most a few of them.
-ORDERS_CATALOG_TIMEOUT: float = setting("CATALOG_TIMEOUT")
+ORDERS_CATALOG_TIMEOUT = setting("CATALOG_TIMEOUT")
