@@ -50,7 +50,7 @@ bench: sync ## auth cost side by side: req/s, latency, CPU per request (ARGS="--
 	@$(UV) run --no-sync mesh bench $(ARGS)
 
 .PHONY: chaos
-chaos: sync ## load plus faults (restarts, kills, a PostgreSQL restart, identity frozen): what clients saw, and the invariants
+chaos: sync ## load plus faults (restarts, kills, a PostgreSQL restart, identity's app frozen): what clients saw, and the invariants
 	@$(UV) run --no-sync mesh chaos $(ARGS)
 
 db-stop: sync ## stop the embedded PostgreSQL if it is still running

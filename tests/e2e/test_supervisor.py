@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +69,13 @@ def _offset() -> int:
     return free_port_offset(load_registry(REPO))
 
 
-def start_mesh(state: Path, offset: int | None = None) -> MeshUp:
+def start_mesh(state: Path, offset: int | None = None, **env_vars: str) -> MeshUp:
     offset = offset or _offset()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_ADMIN_URL"}
     proc = subprocess.Popen(
         [*UP, "--port-offset", str(offset)],
         cwd=REPO,
-        env={**env, "MESH_STATE_DIR": str(state)},
+        env={**env, **env_vars, "MESH_STATE_DIR": str(state)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -95,8 +96,9 @@ def state() -> Iterator[Path]:
 
 
 @pytest.fixture
-def mesh(state: Path) -> Iterator[MeshUp]:
-    run = start_mesh(state)
+def mesh(state: Path, request: pytest.FixtureRequest) -> Iterator[MeshUp]:
+    # A test may set the mesh's environment: @pytest.mark.parametrize("mesh", [{...}], indirect=True).
+    run = start_mesh(state, **getattr(request, "param", {}))
     try:
         yield run
     finally:
@@ -199,3 +201,39 @@ def test_a_crash_loop_ends_the_run_with_exit_1(mesh: MeshUp) -> None:
     for delay in ("0.5", "1.0", "2.0", "4.0", "8.0"):
         assert f"restarting in {delay} s" in output
     assert_all_gone(pids)
+
+
+# gunicorn's worker timeout, short so the test freezes identity for longer than it in a few seconds.
+TIMEOUT = 3
+
+
+@pytest.mark.parametrize("mesh", [{"GUNICORN_TIMEOUT": str(TIMEOUT)}], indirect=True)
+def test_a_frozen_app_resumes_with_the_same_workers_and_no_failed_request(mesh: MeshUp) -> None:
+    mesh.read_until("press Ctrl-C to stop")
+    credentials = {"email": "frozen@example.com", "password": "correct horse battery staple"}
+    with httpx.Client(base_url=mesh.url, timeout=30) as http:
+        assert http.post("/api/v1/auth/signup", json=credentials).status_code == 201
+        assert http.post("/api/v1/auth/token", json=credentials).status_code == 200
+        master = mesh.app_master()
+        workers = sorted(child.pid for child in master.children())
+        log = mesh.run_dir / "identity" / "app.log"
+        logged = log.stat().st_size
+
+        # The whole gunicorn (master and workers: its process group) stops for over three worker
+        # timeouts, as a paused container does, then resumes.
+        os.killpg(master.pid, signal.SIGSTOP)
+        time.sleep(3 * TIMEOUT + 1)
+        os.killpg(master.pid, signal.SIGCONT)
+
+        # For two timeouts after the resume every login succeeds, served by the same workers.
+        statuses = []
+        deadline = time.monotonic() + 2 * TIMEOUT + 1
+        while time.monotonic() < deadline:
+            statuses.append(http.post("/api/v1/auth/token", json=credentials).status_code)
+        assert set(statuses) == {200}, statuses
+        assert sorted(child.pid for child in master.children()) == workers
+        with log.open() as handle:
+            handle.seek(logged)
+            since = handle.read()
+        assert "WORKER TIMEOUT" not in since
+        assert "did not run for" in since  # the master noticed its own pause

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from meshauth.client import ServiceClient, ServiceTokenError
 from meshauth.context import request_context
-from meshauth_testkit import FakeIdentity, free_port
+from meshauth_testkit import FakeIdentity, RawApp, free_port
 
 
 class Target:
@@ -168,3 +169,49 @@ def test_the_end_users_token_is_forwarded_when_asked(
     assert identity.token_hits == 0
     with pytest.raises(ValueError, match="as_user"):
         client.get(target.url, audience="catalog", as_user=True)
+
+
+class Silent(RawApp):
+    """A service that accepts connections and never answers (frozen)."""
+
+    def __init__(self) -> None:
+        self._held: list[socket.socket] = []
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        self._held.append(conn)
+
+    def close(self) -> None:
+        super().close()
+        for conn in self._held:
+            conn.close()
+
+
+def test_a_service_that_timed_out_is_not_called_again_until_the_cooldown_passed(
+    identity: FakeIdentity, target: Target
+) -> None:
+    silent = Silent()
+    try:
+        with ServiceClient(
+            identity_url=identity.url,
+            client_id="orders",
+            client_secret="orders-secret",
+            read_timeout=0.5,
+            timeout_cooldown=2.0,
+        ) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(f"{silent.url}/api/v1/reservations", audience="catalog", idempotent=True)
+            assert silent.connections == 1
+            # Failing at once, as a connection error (nothing was sent), for every call to it...
+            for _ in range(3):
+                with pytest.raises(httpx.ConnectError, match="not called"):
+                    client.post(f"{silent.url}/api/v1/reservations", audience="catalog", idempotent=True)
+            assert silent.connections == 1
+            # ... but not for other services.
+            assert client.get(f"{target.url}/x", audience="orders").status_code == 200
+            time.sleep(2.0)  # the cooldown: then it is called again
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(f"{silent.url}/api/v1/reservations", audience="catalog", idempotent=True)
+            assert silent.connections == 2
+    finally:
+        silent.close()

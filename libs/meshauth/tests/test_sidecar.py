@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import signal
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -261,7 +262,8 @@ class CuttingApp(RawApp):
     """Answers the first request of each connection (keep-alive), then cuts the connection on the
     next one without answering: what a gunicorn worker that is stopping does to a pooled connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, reset: bool = False) -> None:
+        self.reset = reset  # cut with a TCP reset (a killed process with unread data), not a close
         self.answered: list[bytes] = []
         self.cut = 0
         super().__init__()
@@ -290,12 +292,15 @@ class CuttingApp(RawApp):
             )
             if self._read(reader) is not None:
                 self.cut += 1
+                if self.reset:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
 def test_a_request_with_an_idempotency_key_is_replayed_when_the_app_cuts_a_pooled_connection(
-    start_sidecar: Any,
+    start_sidecar: Any, reset: bool
 ) -> None:
-    app = CuttingApp()
+    app = CuttingApp(reset)
     try:
         sidecar = start_sidecar(MESHAUTH_SIDECAR_UPSTREAM=app.url)
         body = {"items": [{"sku": "MUG-001", "qty": 1}]}

@@ -7,8 +7,11 @@ middle of an order (after the reservation, before the commit) and check that no 
 
 from __future__ import annotations
 
+import base64
+import datetime
 import io
 import json
+import math
 import os
 import threading
 import uuid
@@ -20,7 +23,9 @@ from typing import Any
 import httpx
 import pytest
 from django.core.management import call_command
+from django.db.models import F
 from django.test import Client
+from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from conftest import add_product, session_database, stock_of
@@ -29,6 +34,7 @@ from mesh.registry import Registry
 from meshauth.django import conf as meshauth_conf
 from orders.shop import catalog_client
 from orders.shop.models import Order
+from orders.shop.placing import Item, request_hash, stale_after
 
 pytestmark = pytest.mark.django_db(databases=["default", "catalog"])
 
@@ -235,6 +241,42 @@ def test_same_key_returns_the_same_order_and_moves_stock_once(client: Client, sh
     assert again.json()["id"] == first.json()["id"]
     assert stock_of(shelf, "MUG-1") == 3
     assert Order.objects.count() == 1
+
+
+def test_a_dead_attempts_key_gets_409_until_the_retry_after_it_names_then_is_taken_over(
+    client: Client, shelf, alice
+) -> None:
+    """A worker killed mid-order leaves its claim; Retry-After names the wait until a retry may take it."""
+    items = [{"sku": "MUG-1", "qty": 2}]
+    key = uuid.uuid4().hex
+    token = alice["HTTP_AUTHORIZATION"].removeprefix("Bearer ")
+    subject = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==="))["sub"]
+    dead = Order.objects.create(
+        user_id=subject,
+        idempotency_key=key,
+        request_hash=request_hash([Item(sku="MUG-1", qty=2)]),
+    )
+    age = datetime.timedelta(seconds=10)
+    Order.objects.filter(pk=dead.pk).update(updated_at=timezone.now() - age)
+
+    asked = timezone.now()
+    waiting = order(client, alice, items, key)
+    answered = timezone.now()
+    assert waiting.status_code == 409, waiting.content
+    retry_after = int(waiting["Retry-After"])
+    # What is left of stale_after when the answer was made (the request itself takes a moment).
+    left = stale_after() - age
+    earliest = math.ceil((left - (answered - asked)).total_seconds())
+    assert earliest <= retry_after <= math.ceil(left.total_seconds())
+    assert stock_of(shelf, "MUG-1") == 5
+
+    # The client waits what it was told: its retry takes the key over and places the order once.
+    waited = datetime.timedelta(seconds=retry_after)
+    Order.objects.filter(pk=dead.pk).update(updated_at=F("updated_at") - waited)
+    taken = order(client, alice, items, key)
+    assert taken.status_code == 201, taken.content
+    assert stock_of(shelf, "MUG-1") == 3
+    assert Order.objects.get().status == Order.Status.CONFIRMED
 
 
 def test_same_key_with_another_body_is_422(client: Client, shelf, alice) -> None:

@@ -2,6 +2,11 @@
 
 Timeouts on every call; retries with exponential backoff and full jitter for idempotent requests on
 connection errors and 502/503/504; ``X-Request-ID`` propagation; one cached token per audience.
+
+A service that let a call time out is not called again for ``timeout_cooldown`` seconds: those calls
+fail at once with :class:`httpx.ConnectError` (nothing was sent). Without that, every worker of the
+caller waits out the read timeout on each call to a frozen service while its own clients queue
+behind them; with it, the caller answers them at once (orders: a 503, nothing reserved).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class ServiceClient:
         backoff: float = 0.1,
         max_backoff: float = 2.0,
         token_refresh_margin: float = 30.0,
+        timeout_cooldown: float = 5.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not identity_url or not client_id or not client_secret:
@@ -67,6 +73,8 @@ class ServiceClient:
         self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_lock = threading.Lock()
+        self.timeout_cooldown = timeout_cooldown
+        self._timed_out_until: dict[str, float] = {}  # target -> not called again before (monotonic)
 
     @classmethod
     def from_env(cls, **options: Any) -> ServiceClient:
@@ -210,12 +218,21 @@ class ServiceClient:
         attempts = self.retries + 1 if idempotent else 1
         outcome = "error"
         try:
+            if time.monotonic() < self._timed_out_until.get(target, 0.0):
+                outcome = "cooling_down"
+                raise httpx.ConnectError(
+                    f"{target} let a call time out less than {self.timeout_cooldown:g} s ago; not called",
+                    request=self._http.build_request(method, url),
+                )
             for attempt in range(attempts):
                 last = attempt == attempts - 1
                 try:
                     response = self._http.request(method, url, **kwargs)
                 except httpx.TimeoutException as exc:
                     outcome = "timeout"
+                    if not isinstance(exc, httpx.ConnectTimeout):
+                        # Connected but no answer: the service is stuck, not gone. Give it a rest.
+                        self._timed_out_until[target] = time.monotonic() + self.timeout_cooldown
                     if last or not isinstance(exc, _RETRY_ERRORS):
                         raise
                 except _RETRY_ERRORS:

@@ -301,6 +301,8 @@ class SidecarSettings(AuthSettings):
     max_url_bytes: int = _from("MESHAUTH_SIDECAR_MAX_URL_BYTES")
     max_body_bytes: int = _from("MESHAUTH_SIDECAR_MAX_BODY_BYTES")
     upstream_timeout: float = _from("MESHAUTH_SIDECAR_UPSTREAM_TIMEOUT")
+    # An app silent this long, and deaf to /livez, is stalled (meshauth.sidecar.stall); 0: never.
+    stall_timeout: float = _from("MESHAUTH_SIDECAR_STALL_TIMEOUT")
     body_timeout: float = _from("MESHAUTH_SIDECAR_BODY_TIMEOUT")
     trusted_proxies: tuple[Network, ...] = _from("MESHAUTH_SIDECAR_TRUSTED_PROXIES", _networks)
     upstream_connections: int = _from("MESHAUTH_SIDECAR_UPSTREAM_CONNECTIONS")

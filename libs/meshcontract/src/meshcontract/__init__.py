@@ -746,6 +746,15 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         section="meshauth",
     ),
     _v(
+        "MESHAUTH_SIDECAR_STALL_TIMEOUT",
+        "float",
+        (SIDECAR,),
+        "seconds of silence (no /livez answer either) before the app counts as stalled: 504, then 503 "
+        "at once; 0: off",
+        default="10",
+        section="meshauth",
+    ),
+    _v(
         "MESHAUTH_SIDECAR_UPSTREAM_CONNECTIONS",
         "int",
         (SIDECAR,),

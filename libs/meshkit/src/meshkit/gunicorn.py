@@ -1,6 +1,7 @@
 """gunicorn configuration shared by every service: ``gunicorn --config python:meshkit.gunicorn [<svc>.wsgi]``.
 
-Every value comes from a ``GUNICORN_*`` environment variable with a default that suits a pod.
+Every value comes from a ``GUNICORN_*`` environment variable, its type and its default (one that suits
+a pod) from the runtime contract (:mod:`meshcontract`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from gunicorn.glogging import Logger
 
 from meshcontract import QUIET_PATHS, REQUEST_ID_HEADER, REQUEST_ID_META
+from meshkit import heartbeat
 from meshkit.env import setting
 
 
@@ -137,6 +139,15 @@ def on_starting(server: Any) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def when_ready(server: Any) -> None:
+    """Do not kill workers for a heartbeat missed while the whole container was paused.
+
+    A paused container (SIGSTOP, the cgroup freezer, a suspended VM) resumes with every heartbeat
+    file as old as the pause, and gunicorn would kill every worker for "WORKER TIMEOUT" at once.
+    """
+    heartbeat.install(server)
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -3,18 +3,21 @@
 A mesh of its own (free ports, a PostgreSQL of its own that it may restart), kept by the same
 supervisor as `mesh up`. Clients place orders without pause, each with its own Idempotency-Key,
 retrying the same key on connection errors, timeouts and 5xx (after Retry-After), as a careful
-client does. The faults come one after the other, each once the mesh serves again:
+client does; a few others log in at identity over and over. The faults come one after the other,
+each once the mesh serves again:
 
 - a graceful restart of orders (`mesh restart`: new processes first, the old ones drain);
 - SIGKILL of one of orders' gunicorn workers (mid-request, under load);
 - SIGKILL of catalog's gunicorn master (its workers orphaned; the supervisor restarts it);
 - a PostgreSQL restart (every connection cut);
-- identity frozen (SIGSTOP of its processes) for a while, then resumed.
+- identity's app frozen (SIGSTOP of its gunicorn master and workers) for a while, then resumed:
+  its sidecar answers logins (meshauth.sidecar.stall), and gunicorn keeps its workers on resume.
 
-Per fault: the attempts that started in its window, their outcomes, latencies, and how long
-clients kept seeing failures after the fault. Then the invariants: stock conserved per sku (on
-sale + held + sold = the start), nothing sold that is not a confirmed order, every 201 stored, one
-order per key, no stock held once the bound has passed, and no process left once it is over.
+Per fault: the orders and the logins that ended in its window, their outcomes, latencies, and
+how long clients kept seeing failures after the fault. Then the invariants: stock conserved per
+sku (on sale + held + sold = the start), nothing sold that is not a confirmed order, every 201
+stored, one order per key, no stock held once the bound has passed, no worker killed for a missed
+heartbeat, and no process left once it is over.
 """
 
 from __future__ import annotations
@@ -58,7 +61,10 @@ class ChaosConfig:
     clients: int = 16
     baseline: float = 10.0  # seconds of load before the first fault
     window: float = 20.0  # seconds of load after each fault once the mesh serves again
-    freeze: float = 30.0  # seconds identity stays frozen
+    freeze: float = 30.0  # seconds identity's app stays frozen
+    login_clients: int = 2  # clients logging in at identity, one login every half second each
+    identity_gunicorn_timeout: int = 30  # identity's GUNICORN_TIMEOUT: the freeze outlasts it
+    stall_timeout: float = 10.0  # identity's sidecar: silence before its app counts as stalled
     reservation_ttl: float = 20.0  # catalog's lease: the bound on stock held by a dead attempt
     catalog_timeout: float = 5.0  # orders' read timeout towards catalog (CATALOG_TIMEOUT)
     give_up_after: float = 180.0  # a client's deadline for one order, retries included
@@ -69,7 +75,7 @@ class ChaosConfig:
 class Attempt:
     started: float
     seconds: float
-    outcome: str  # "201", "4xx", "5xx", "conn" (refused, reset, closed), "timeout" (the client's, 15 s)
+    outcome: str  # "2xx", "4xx", "5xx", "conn" (refused, reset, closed), "timeout" (the client's, 15 s)
     status: int = 0
     detail: str = ""  # a 5xx's status and body, to tell its cause
 
@@ -78,8 +84,9 @@ FAILURES = ("5xx", "conn", "timeout")
 
 
 @dataclass
-class Row:
-    fault: str
+class Outcomes:
+    """What one kind of client (placing orders, logging in) saw in one fault's window."""
+
     at: float
     attempts: list[Attempt] = field(default_factory=list)
 
@@ -97,6 +104,15 @@ class Row:
         """Seconds from the fault to the end of the last failed attempt (0: nobody noticed)."""
         failed = [a.started + a.seconds for a in self.attempts if a.outcome in FAILURES]
         return max(failed) - self.at if failed else 0.0
+
+
+@dataclass
+class Row:
+    fault: str
+    at: float
+    orders: Outcomes
+    logins: Outcomes
+    lasted: float = 0.0  # seconds the fault itself took (a restart, a freeze); recovery includes them
 
 
 @dataclass
@@ -120,13 +136,17 @@ class _Load:
     config: ChaosConfig
     stop: threading.Event = field(default_factory=threading.Event)
     attempts: list[Attempt] = field(default_factory=list)
+    logins: list[Attempt] = field(default_factory=list)
     created: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # key -> order ids
     unfinished: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, started: float, outcome: str, status: int = 0, detail: str = "") -> None:
+    def record(
+        self, started: float, outcome: str, status: int = 0, detail: str = "", kind: str = "order"
+    ) -> None:
+        attempt = Attempt(started, time.monotonic() - started, outcome, status, detail)
         with self.lock:
-            self.attempts.append(Attempt(started, time.monotonic() - started, outcome, status, detail))
+            (self.logins if kind == "login" else self.attempts).append(attempt)
 
     def client(self, token: str) -> None:
         with httpx.Client(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
@@ -153,7 +173,7 @@ class _Load:
                 continue
             status = response.status_code
             detail = "" if status < 500 else f"{status} {response.text[:120]}"
-            self.record(started, "201" if status == 201 else f"{status // 100}xx", status, detail)
+            self.record(started, f"{status // 100}xx", status, detail)
             if status == 201:
                 with self.lock:
                     self.created[key].add(response.json()["id"])
@@ -168,6 +188,23 @@ class _Load:
         with self.lock:
             self.unfinished.append(key)
 
+    def login(self, credentials: dict[str, str]) -> None:
+        """Log in over and over, as users do; a failed login is not retried sooner (a person waits)."""
+        with httpx.Client(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    response = http.post(f"{self.fleet.url('identity')}/api/v1/auth/token", json=credentials)
+                except httpx.TimeoutException:
+                    self.record(started, "timeout", kind="login")
+                except httpx.TransportError:
+                    self.record(started, "conn", kind="login")
+                else:
+                    status = response.status_code
+                    detail = "" if status < 500 else f"{status} {response.text[:120]}"
+                    self.record(started, f"{status // 100}xx", status, detail, kind="login")
+                self.stop.wait(0.5)
+
 
 def _retry_after(response: httpx.Response) -> float:
     try:
@@ -176,12 +213,15 @@ def _retry_after(response: httpx.Response) -> float:
         return 0.0
 
 
-def _login(fleet: Fleet) -> str:
-    identity = fleet.url("identity")
+def _signup(fleet: Fleet) -> dict[str, str]:
     email = f"chaos-{uuid.uuid4().hex[:10]}@example.com"
     credentials = {"email": email, "password": PASSWORD}
-    httpx.post(f"{identity}/api/v1/auth/signup", json=credentials, timeout=30).raise_for_status()
-    response = httpx.post(f"{identity}/api/v1/auth/token", json=credentials, timeout=30)
+    httpx.post(f"{fleet.url('identity')}/api/v1/auth/signup", json=credentials, timeout=30).raise_for_status()
+    return credentials
+
+
+def _login(fleet: Fleet) -> str:
+    response = httpx.post(f"{fleet.url('identity')}/api/v1/auth/token", json=_signup(fleet), timeout=30)
     response.raise_for_status()
     token: str = response.json()["access_token"]
     return token
@@ -211,9 +251,9 @@ def _kill_worker(fleet: Fleet, name: str) -> None:
     os.kill(random.choice(workers), signal.SIGKILL)  # noqa: S311
 
 
-def _freeze(fleet: Fleet, name: str, signum: int) -> None:
-    for proc in fleet.processes[name]:
-        proc.kill_group(signum)
+def _freeze_app(fleet: Fleet, name: str, signum: int) -> None:
+    # The app container (gunicorn's process group: master and workers), not its sidecar.
+    fleet.processes[name][0].kill_group(signum)
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -253,11 +293,18 @@ def run_chaos(
             service_env={
                 "catalog": {"CATALOG_RESERVATION_TTL": str(config.reservation_ttl)},
                 "orders": {"CATALOG_TIMEOUT": str(config.catalog_timeout)},
+                "identity": {
+                    "GUNICORN_TIMEOUT": str(config.identity_gunicorn_timeout),
+                    "MESHAUTH_SIDECAR_STALL_TIMEOUT": str(config.stall_timeout),
+                },
             },
         )
         supervisor = Supervisor(fleet, say=say)
         pids: list[int] = []
         try:
+            # Hold the ports now: free ephemeral ports left unbound through the bootstrap and the
+            # migrations can be taken by any outgoing connection meanwhile.
+            fleet.listen()
             say("starting the mesh (its own PostgreSQL, free ports)")
             fleet.up(progress=say, seed=True)
             supervisor = Supervisor(fleet, say=say)
@@ -266,6 +313,7 @@ def run_chaos(
             pids = _pids(fleet)
             say("load stopped; waiting for held stock to come back (the lease bound)")
             invariants = _check(fleet, initial, load, config, supervisor)
+            invariants.append(_no_worker_timeout(Path(run)))
         finally:
             pids = pids or _pids(fleet)
             supervisor.stop()
@@ -287,9 +335,11 @@ def _run_faults(
     load = _Load(fleet, config)
     tokens = [_login(fleet) for _ in range(config.clients)]
     threads = [threading.Thread(target=load.client, args=(token,), daemon=True) for token in tokens]
+    users = [_signup(fleet) for _ in range(config.login_clients)]
+    threads += [threading.Thread(target=load.login, args=(user,), daemon=True) for user in users]
     for thread in threads:
         thread.start()
-    say(f"{config.clients} clients placing orders")
+    say(f"{config.clients} clients placing orders, {config.login_clients} logging in")
 
     def during(seconds: float) -> None:
         # The supervisor runs on this thread (it starts the processes); the clients on theirs.
@@ -310,11 +360,11 @@ def _run_faults(
         supervisor.replace("orders")
 
     def freeze() -> None:
-        _freeze(fleet, "identity", signal.SIGSTOP)
+        _freeze_app(fleet, "identity", signal.SIGSTOP)
         try:
             during(config.freeze)
         finally:
-            _freeze(fleet, "identity", signal.SIGCONT)
+            _freeze_app(fleet, "identity", signal.SIGCONT)
 
     faults: list[tuple[str, Callable[[], None]]] = [
         ("baseline (no fault)", lambda: None),
@@ -322,15 +372,17 @@ def _run_faults(
         ("SIGKILL an orders worker", lambda: _kill_worker(fleet, "orders")),
         ("SIGKILL catalog's master", lambda: os.kill(fleet.processes["catalog"][0].pid, signal.SIGKILL)),
         ("PostgreSQL restart", postgres.restart),
-        (f"identity frozen {config.freeze:.0f} s", freeze),
+        (f"identity's app frozen {config.freeze:.0f} s", freeze),
     ]
     rows = []
     try:
         during(config.baseline)
         for name, inject in faults:
             say(f"fault: {name}")
-            row = Row(name, time.monotonic())
+            at = time.monotonic()
+            row = Row(name, at, Outcomes(at), Outcomes(at))
             inject()
+            row.lasted = time.monotonic() - at
             serving()
             during(config.window)
             rows.append(row)
@@ -340,8 +392,10 @@ def _run_faults(
             # A client may be sleeping out a Retry-After or finishing its retries.
             thread.join(config.give_up_after + 30)
     ends = [row.at for row in rows[1:]] + [math.inf]
+    # An attempt counts where it ended: one in flight when a fault struck belongs to that fault.
     for row, end in zip(rows, ends, strict=True):
-        row.attempts = [a for a in load.attempts if row.at <= a.started < end]
+        row.orders.attempts = [a for a in load.attempts if row.at <= a.started + a.seconds < end]
+        row.logins.attempts = [a for a in load.logins if row.at <= a.started + a.seconds < end]
     return rows, load
 
 
@@ -454,6 +508,17 @@ def _check(
     ]
 
 
+def _no_worker_timeout(run_dir: Path) -> tuple[str, bool, str]:
+    # gunicorn logs "WORKER TIMEOUT" when it kills a worker for a missed heartbeat; no fault here
+    # leaves a worker stuck, so each would be a healthy worker killed (as on resuming a pause).
+    timeouts = {
+        log.parent.name: count
+        for log in sorted(run_dir.glob("*/app.log"))
+        if (count := log.read_text(errors="replace").count("WORKER TIMEOUT"))
+    }
+    return ("no worker killed for a missed heartbeat", not timeouts, f"WORKER TIMEOUT lines: {timeouts or 0}")
+
+
 def _pids(fleet: Fleet) -> list[int]:
     found: list[int] = []
     for procs in fleet.processes.values():
@@ -477,10 +542,28 @@ def _alive(pid: int, deadline: float) -> bool:
 
 
 def format_report(report: ChaosReport) -> str:
+    lines = ["orders (POST /api/v1/orders, retried with the same Idempotency-Key)"]
+    lines += _table([(row, row.orders) for row in report.rows], ok="201")
+    lines += ["", "logins (POST /api/v1/auth/token at identity)"]
+    lines += _table([(row, row.logins) for row in report.rows], ok="200")
+    lines.append("")
+    for row in report.rows:
+        for kind, outcomes in (("orders", row.orders), ("logins", row.logins)):
+            for cause in sorted({a.detail for a in outcomes.attempts if a.detail}):
+                lines.append(f"  {row.fault}, {kind}: {cause}")
+    lines.append("")
+    for name, passed, detail in report.invariants:
+        lines.append(f"  {'ok    ' if passed else 'FAILED'}  {name}  ({detail})")
+    lines.append(f"\n{report.orders} orders placed in {report.seconds:.0f} s")
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[Row, Outcomes]], ok: str) -> list[str]:
     header = (
         "fault",
+        "fault s",
         "attempts",
-        "201",
+        ok,
         "4xx",
         "5xx",
         "conn err",
@@ -489,40 +572,32 @@ def format_report(report: ChaosReport) -> str:
         "p99 ms",
         "recovery s",
     )
-    rows = [header]
-    for row in report.rows:
-        rows.append(
+    cells = [header]
+    for row, outcomes in rows:
+        cells.append(
             (
                 row.fault,
-                str(len(row.attempts)),
-                str(row.count("201")),
-                str(row.count("4xx")),
-                str(row.count("5xx")),
-                str(row.count("conn")),
-                str(row.count("timeout")),
-                f"{row.percentile(0.5):.0f}",
-                f"{row.percentile(0.99):.0f}",
-                f"{row.recovery:.1f}",
+                f"{row.lasted:.1f}",
+                str(len(outcomes.attempts)),
+                str(outcomes.count("2xx")),
+                str(outcomes.count("4xx")),
+                str(outcomes.count("5xx")),
+                str(outcomes.count("conn")),
+                str(outcomes.count("timeout")),
+                f"{outcomes.percentile(0.5):.0f}",
+                f"{outcomes.percentile(0.99):.0f}",
+                f"{outcomes.recovery:.1f}",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = []
-    for index, cells in enumerate(rows):
+    for index, line in enumerate(cells):
         lines.append(
             "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
             )
         )
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append("")
-    for row in report.rows:
-        causes = sorted({a.detail for a in row.attempts if a.detail})
-        for cause in causes:
-            lines.append(f"  {row.fault}: {cause}")
-    lines.append("")
-    for name, passed, detail in report.invariants:
-        lines.append(f"  {'ok    ' if passed else 'FAILED'}  {name}  ({detail})")
-    lines.append(f"\n{report.orders} orders placed in {report.seconds:.0f} s")
-    return "\n".join(lines)
+    return lines

@@ -400,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chaos.add_argument("--clients", type=int, default=16, help="concurrent clients placing orders")
     chaos.add_argument("--window", type=float, default=20.0, help="seconds of load after each fault")
-    chaos.add_argument("--freeze", type=float, default=30.0, help="seconds identity stays frozen")
+    chaos.add_argument(
+        "--freeze", type=float, default=30.0, help="seconds identity's app (its gunicorn) stays frozen"
+    )
     chaos.set_defaults(func=cmd_chaos)
 
     generate = sub.add_parser(

@@ -52,9 +52,10 @@ from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
 from meshauth.sidecar.protocol import SidecarServer
+from meshauth.sidecar.stall import StallGuard
 from meshauth.sidecar.target import BadTarget, Target, parse_target
 from meshauth.sidecar.upstream import HOP_BY_HOP, Disconnected, Pool, Response, UpstreamError, UpstreamTimeout
-from meshcontract import REQUEST_ID_HEADER, SIDECAR_METRICS, is_probe, valid_request_id
+from meshcontract import LIVEZ, REQUEST_ID_HEADER, SIDECAR_METRICS, is_probe, valid_request_id
 
 __all__ = ["METRICS_PATH", "Sidecar", "create_metrics_server", "create_server"]
 
@@ -152,6 +153,7 @@ class Sidecar:
         self._pool: Pool | None = None
         self._host = ""
         self._refresher: asyncio.Task[None] | None = None
+        self.stall = StallGuard(config.stall_timeout, self._app_answers) if config.stall_timeout > 0 else None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -172,6 +174,8 @@ class Sidecar:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        if self.stall is not None:
+            await self.stall.close()
         if self._pool is not None:
             await self._pool.close()
         await asyncio.to_thread(self.verifier.close)
@@ -371,20 +375,25 @@ class Sidecar:
         self, request: web.BaseRequest, head: bytes, body: bytes | None, request_id: str
     ) -> web.StreamResponse:
         assert self._pool is not None, "start() was not awaited"  # noqa: S101 - programming error
-        # A pooled connection the app just closed (a worker recycled or stopping) fails before the
-        # app read anything: a request without a body can safely be tried once more on a fresh
-        # connection. So can one the app deduplicates (an Idempotency-Key, as Go's net/http
-        # decides too) if its body is small: the buffered bytes are sent again as they are.
+        # A pooled connection the app just closed or reset (a worker recycled, stopping or killed)
+        # fails before the app read anything: a request without a body can safely be tried once
+        # more on a fresh connection. So can one the app deduplicates (an Idempotency-Key, as Go's
+        # net/http decides too) if its body is small: the buffered bytes are sent again as they are.
         replayable = body is None or (len(body) <= _BUFFER_LIMIT and "Idempotency-Key" in request.headers)
         message = head + body if body else head
         head_only = request.method == "HEAD"
+        if self.stall is not None and self.stall.stalled:
+            # Nothing reaches a stalled app: answered at once, it is asked again every second.
+            return self._upstream_error("stalled", 503, request_id, retry_after=1)
         try:
             try:
-                upstream = await self._pool.request(message, head_only=head_only)
+                upstream = await self._ask(message, head_only)
             except Disconnected:
                 if not replayable:
                     raise
-                upstream = await self._pool.request(message, head_only=head_only, fresh=True)
+                upstream = await self._ask(message, head_only, fresh=True)
+        except _Stalled:
+            return self._upstream_error("stalled", 504, request_id)
         except UpstreamTimeout as exc:
             return self._upstream_error(exc.kind, 504, request_id)
         except Disconnected as exc:
@@ -399,10 +408,33 @@ class Sidecar:
         finally:
             upstream.release()
 
-    def _upstream_error(self, kind: str, status: int, request_id: str) -> web.Response:
+    async def _ask(self, message: bytes, head_only: bool, fresh: bool = False) -> Response:
+        """The app's answer to ``message`` (its head); raises :class:`_Stalled` once the app stalls."""
+        assert self._pool is not None, "start() was not awaited"  # noqa: S101 - programming error
+        call = asyncio.ensure_future(self._pool.request(message, head_only=head_only, fresh=fresh))
+        if self.stall is not None and not await self.stall.wait(call):
+            raise _Stalled
+        upstream = await call
+        if self.stall is not None:
+            self.stall.answered()
+        return upstream
+
+    async def _app_answers(self) -> bool:
+        """Whether the app answers its liveness path at all (any status), within ``http_timeout``."""
+        assert self._pool is not None, "start() was not awaited"  # noqa: S101 - programming error
+        probe = f"GET {LIVEZ} HTTP/1.1\r\nHost: {self._host}\r\n\r\n".encode()
+        try:
+            async with asyncio.timeout(self.config.http_timeout):
+                answer = await self._pool.request(probe, head_only=False, fresh=True)
+        except (TimeoutError, UpstreamError):
+            return False
+        answer.release()
+        return True
+
+    def _upstream_error(self, kind: str, status: int, request_id: str, retry_after: int = 5) -> web.Response:
         self.metrics.upstream_errors.labels(kind).inc()
         log.warning("upstream %s: %s", kind, self.config.upstream)
-        retry = {"Retry-After": "5"} if status == 503 else None
+        retry = {"Retry-After": str(retry_after)} if status == 503 else None
         return _json_response(
             status, "upstream_unavailable", "The service is unavailable, retry shortly.", request_id, retry
         )
@@ -446,6 +478,10 @@ class Sidecar:
             if request.transport is not None:
                 request.transport.close()
         return response
+
+
+class _Stalled(Exception):
+    """The app answered nothing, not even its liveness probe (:class:`StallGuard`)."""
 
 
 def create_server(sidecar: Sidecar) -> web.Server:
