@@ -4,13 +4,19 @@ Which variables each container may and must be given, the probe and scrape paths
 from meshcontract. The contract itself is held true to the code here. meshauth's settings (the app's
 and the sidecar's) declare the contract variable of each field, so their reads are taken from those
 declarations, and must be exactly what the contract says each container reads. meshkit's and the
-services' settings read with ``get_env("NAME", default)``: a scan of those sources fails on a name the
-contract does not declare, and on a literal default that differs from the declared one.
+services' settings read with ``setting("NAME")``, which takes type and default from the contract and
+refuses a name it does not declare: a scan of the sources fails on a name the contract does not declare
+for the service, and each service's settings, imported with nothing optional set, hold the contract's
+defaults.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,12 +33,12 @@ from meshauth.settings import AppSettings, AuthSettings, SidecarSettings
 from meshcontract import Reader
 
 REGISTRY = load_registry(REPO)
+LOADERS = {"setting"}  # meshkit.env.setting; meshauth declares its reads (AuthSettings.variables)
 
 
 @dataclass
 class SourceFacts:
     env_reads: dict[str, set[str]] = field(default_factory=dict)  # name -> files
-    env_defaults: dict[str, set[str]] = field(default_factory=dict)  # name -> literal defaults (_normal)
     files: int = 0
 
 
@@ -52,39 +58,18 @@ def _str(node: ast.AST | None) -> str | None:
     return None
 
 
-def _literal(node: ast.AST | None) -> str | None:
-    """A literal default as it would be written in the environment: ``30.0`` -> ``30``, False -> ``false``."""
-    if not isinstance(node, ast.Constant) or node.value is None:
-        return None
-    return _normal(node.value)
-
-
-def _normal(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    text = str(value)
-    try:
-        return _normal(float(text))
-    except ValueError:
-        return text.casefold()
-
-
 def _is_env_name(value: str | None) -> bool:
     return bool(value) and value.replace("_", "").isalnum() and value.upper() == value and value[0].isalpha()
 
 
 @cache
 def source_facts(roots: tuple[Path, ...]) -> SourceFacts:
-    """The environment variables the sources under ``roots`` read, and their literal string defaults."""
+    """The environment variables the sources under ``roots`` read."""
     facts = SourceFacts()
 
-    def read(name: str | None, path: Path, default: str | None = None) -> None:
+    def read(name: str | None, path: Path) -> None:
         if _is_env_name(name):
             facts.env_reads.setdefault(name, set()).add(str(path.relative_to(REPO)))
-            if default is not None:
-                facts.env_defaults.setdefault(name, set()).add(default)
 
     for root in roots:
         for path in sorted(root.rglob("*.py")):
@@ -94,15 +79,10 @@ def source_facts(roots: tuple[Path, ...]) -> SourceFacts:
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Call):
                     name = _dotted(node.func)
-                    # os.environ and our loaders (get_env, setting_or_env, env, env_number); a WSGI
+                    # os.environ and meshkit's loader; a WSGI
                     # `environ` dict in an access logger is not the process environment.
-                    if name in {"os.getenv", "os.environ.get"} or "env" in name.rsplit(".", 1)[-1].lower():
-                        first = _str(node.args[0]) if node.args else None
-                        default = _literal(node.args[1]) if len(node.args) > 1 else None
-                        for kw in node.keywords:
-                            if kw.arg == "default":
-                                default = _literal(kw.value)
-                        read(first, path, default)
+                    if name in {"os.getenv", "os.environ.get"} or name.rsplit(".", 1)[-1] in LOADERS:
+                        read(_str(node.args[0]) if node.args else None, path)
                     # database_config(url_variable="…") and friends name a variable to read
                     for kw in node.keywords:
                         if kw.arg and kw.arg.endswith("variable"):
@@ -159,8 +139,6 @@ def test_source_scan_finds_the_reads() -> None:
     facts = source_facts((lib_src("meshkit"),))
     assert facts.files > 0, "no Python sources under libs/meshkit/src"
     assert {"DATABASE_URL", "SECRET_KEY", "GUNICORN_BIND", "PROMETHEUS_MULTIPROC_DIR"} <= set(facts.env_reads)
-    assert facts.env_defaults["GUNICORN_BIND"] == {"0.0.0.0:8000"}
-    assert facts.env_defaults["GUNICORN_TIMEOUT"] == {"30"}
     assert "PATH_INFO" not in facts.env_reads, "a WSGI environ key is not an environment variable"
 
 
@@ -192,17 +170,45 @@ def test_every_declared_variable_is_read_by_some_code() -> None:
     assert members, "the fleet's variable families expand to nothing"
 
 
+def _typed(kind: str, value: str) -> object:
+    """A declared default as the settings hold it."""
+    if kind == "list":
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if kind == "bool":
+        return value == "true"
+    return {"int": int, "float": float}.get(kind, str)(value)
+
+
 @pytest.mark.parametrize("chart", app_chart_names())
-def test_the_codes_literal_defaults_are_the_contracts(chart: str) -> None:
-    """Where the contract states a default, a string default in the code says the same."""
-    facts = source_facts(app_roots(chart))
-    known = declared(chart, *Reader)
-    differ = {
-        name: (sorted(defaults), known[name].default)
-        for name, defaults in facts.env_defaults.items()
-        if name in known and known[name].default is not None and defaults != {_normal(known[name].default)}
+def test_a_services_settings_hold_the_contracts_defaults(chart: str) -> None:
+    """Import the service's Django settings with only its required variables set: every setting named
+    like a variable with a declared default holds that default (the service's own, where it has one)."""
+    known = declared(chart, Reader.APP)
+    required = {name: "postgres://u:p@127.0.0.1:9/db" for name, v in known.items() if v.required}
+    required |= {
+        "SECRET_KEY": "k" * 40,
+        "MESHAUTH_ISSUER": "http://identity.test",
+        "MESHAUTH_AUDIENCE": chart,
     }
-    assert not differ, f"code default vs meshcontract: {differ}"
+    env = {k: v for k, v in os.environ.items() if k not in known and k != "MESH_LOCAL_DEV"} | required
+    names = [n for n, v in known.items() if n not in required and v.default_for(chart) is not None]
+    show = (
+        "import json, django.conf as c; s = c.settings; "
+        f"print(json.dumps({{n: getattr(s, n) for n in {names!r} if hasattr(s, n)}}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", show],
+        env={**env, "DJANGO_SETTINGS_MODULE": f"{chart}.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    held = json.loads(result.stdout)
+    assert {"DEBUG", "SECURE_HSTS_SECONDS", "DATA_UPLOAD_MAX_MEMORY_SIZE"} <= set(held), "nothing to compare"
+    expected = {n: _typed(known[n].kind, known[n].default_for(chart) or "") for n in held}
+    assert held == expected
 
 
 @pytest.mark.parametrize("mode", ["sidecar", "inprocess"])

@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 import meshcontract
 from meshauth.django.conf import get_settings
 from meshauth.sidecar.config import ConfigError, SidecarConfig
+from meshauth.verifier import Verifier
 
 SECRET = "a-principal-secret-of-32-bytes!!"
 REQUIRED = {
@@ -90,3 +91,26 @@ def test_the_sidecar_and_the_app_build_the_same_verifier(settings: Any) -> None:
     finally:
         app_verifier.close()
         sidecar_verifier.close()
+
+
+def test_a_verifier_built_without_options_has_the_contracts_defaults() -> None:
+    """Code that builds a Verifier (or a JWKSCache) directly gets what the settings would give it."""
+
+    def declared(name: str) -> float:
+        return float(meshcontract.variable(name).default or "nan")
+
+    verifier = Verifier(
+        issuer="http://identity.test", audience="orders", jwks_url="http://identity.test/jwks"
+    )
+    try:
+        assert verifier.leeway == declared("MESHAUTH_LEEWAY")
+        assert verifier.max_token_bytes == declared("MESHAUTH_MAX_TOKEN_BYTES")
+        jwks = verifier.jwks
+        assert (jwks.ttl, jwks.min_refresh_interval, jwks.max_staleness) == (
+            declared("MESHAUTH_JWKS_TTL"),
+            declared("MESHAUTH_JWKS_MIN_REFRESH_INTERVAL"),
+            declared("MESHAUTH_JWKS_MAX_STALENESS"),
+        )
+        assert jwks._client.timeout.read == declared("MESHAUTH_HTTP_TIMEOUT")
+    finally:
+        verifier.close()

@@ -10,27 +10,92 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+import meshcontract as contract
 from meshkit.database import database_config
-from meshkit.env import as_bool, as_list, get_env
+from meshkit.env import as_bool, as_list, setting
 
 HERE = Path(__file__).parent
 
 
 def test_missing_required_variable_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MESHKIT_TEST_VALUE", raising=False)
-    with pytest.raises(ImproperlyConfigured, match="^Set the environment variable MESHKIT_TEST_VALUE.$"):
-        get_env("MESHKIT_TEST_VALUE")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="^Set the environment variable DATABASE_URL.$"):
+        setting("DATABASE_URL")
+
+
+def test_a_family_member_is_required_like_its_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CATALOG_READ_DATABASE_URL", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="^Set the environment variable CATALOG_READ_DATABASE_URL"):
+        setting("CATALOG_READ_DATABASE_URL")
 
 
 def test_bad_value_names_variable_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MESHKIT_TEST_VALUE", "many")
-    with pytest.raises(ImproperlyConfigured, match="MESHKIT_TEST_VALUE='many' is invalid"):
-        get_env("MESHKIT_TEST_VALUE", 1, cast=int)
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "many")
+    with pytest.raises(ImproperlyConfigured, match="^Environment variable GUNICORN_TIMEOUT='many' is"):
+        setting("GUNICORN_TIMEOUT")
 
 
-def test_default_is_returned_uncast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MESHKIT_TEST_VALUE", raising=False)
-    assert get_env("MESHKIT_TEST_VALUE", None, cast=int) is None
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("GUNICORN_TIMEOUT", 30), ("READYZ_TIMEOUT", 2.0), ("DEBUG", False), ("ALLOWED_HOSTS", [])],
+)
+def test_unset_is_the_contracts_default_read_by_its_type(
+    monkeypatch: pytest.MonkeyPatch, name: str, expected: object
+) -> None:
+    monkeypatch.delenv(name, raising=False)
+    value = setting(name)
+    assert (value, type(value)) == (expected, type(expected))
+
+
+def test_a_set_value_is_read_by_the_declared_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_HOSTS", "a.example, b.example")
+    monkeypatch.setenv("DATABASE_STATEMENT_TIMEOUT", "2.5")
+    assert setting("ALLOWED_HOSTS") == ["a.example", "b.example"]
+    assert setting("DATABASE_STATEMENT_TIMEOUT") == 2.5
+
+
+@pytest.mark.parametrize(("local", "expected"), [("0", True), ("1", False)])
+def test_a_local_default_applies_in_local_dev(
+    monkeypatch: pytest.MonkeyPatch, local: str, expected: bool
+) -> None:
+    monkeypatch.delenv("SECURE_COOKIES", raising=False)
+    monkeypatch.setenv("MESH_LOCAL_DEV", local)
+    assert setting("SECURE_COOKIES") is expected
+
+
+def test_a_service_default_applies_to_that_service_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MESHAUTH_AUDIENCE", raising=False)
+    assert setting("MESHAUTH_AUDIENCE", service="identity") == ["identity", "mesh"]
+    assert setting("MESHAUTH_AUDIENCE", fallback="x") == "x"
+
+
+def test_an_undeclared_name_is_refused() -> None:
+    with pytest.raises(LookupError, match="^MESHKIT_TEST_VALUE is read but not declared in the runtime"):
+        setting("MESHKIT_TEST_VALUE")
+
+
+def test_code_may_not_restate_a_declared_default() -> None:
+    with pytest.raises(TypeError, match="GUNICORN_TIMEOUT has a default in the runtime contract"):
+        setting("GUNICORN_TIMEOUT", fallback=30)
+
+
+def test_a_fallback_is_returned_uncast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GUNICORN_WORKERS", raising=False)
+    assert setting("GUNICORN_WORKERS", fallback=None) is None
+    monkeypatch.setenv("GUNICORN_WORKERS", "3")
+    assert setting("GUNICORN_WORKERS", fallback=None) == 3
+
+
+def test_one_edit_of_a_default_in_the_contract_reaches_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code names the variable only: change the declared default and what meshkit reads follows."""
+    monkeypatch.delenv("DATABASE_CONNECT_TIMEOUT", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgres://orders:pw@db.internal/mesh")
+    before = contract.variable("DATABASE_CONNECT_TIMEOUT")
+    assert database_config(schema="orders")["OPTIONS"]["connect_timeout"] == int(before.default or "")
+    edited = contract.Variable(**{**before.__dict__, "default": "11"})
+    declared = tuple(edited if v is before else v for v in contract.VARIABLES)
+    monkeypatch.setattr(contract, "VARIABLES", declared)
+    assert database_config(schema="orders")["OPTIONS"]["connect_timeout"] == 11
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("true", True), ("0", False), ("Yes", True), ("off", False)])

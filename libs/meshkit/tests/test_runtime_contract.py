@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,22 @@ def test_a_changed_default_changes_the_page(monkeypatch: pytest.MonkeyPatch) -> 
     )
     monkeypatch.setattr(contract, "VARIABLES", changed)
     assert "| `GUNICORN_BIND` | address | `0.0.0.0:8888` |" in contract.render_tables()
+
+
+def test_the_ports_table_is_the_contracts_and_names_no_service_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pod's ports and the local offsets come from the declarations; each service's own local port
+    is mesh.toml's, which the page points at instead of copying."""
+    page = PAGE.read_text()
+    ports = page[page.index(contract.PORTS_BEGIN) : page.index(contract.PORTS_END)]
+    fleet = tomllib.loads((PAGE.parents[1] / "mesh.toml").read_text())["services"]
+    assert fleet, "mesh.toml names no service: the check would be vacuous"
+    for service in fleet.values():
+        assert str(service["port"]) not in ports
+    assert "`mesh.toml`" in ports
+    monkeypatch.setattr(contract, "UPSTREAM_PORT", 8181)
+    monkeypatch.setattr(contract, "LOCAL_APP_PORT_OFFSET", 1500)
+    assert "`127.0.0.1:8181`" in contract.render_ports()
+    assert "`port + 1500` on 127.0.0.1" in contract.render_ports()
 
 
 def test_fleet_families_are_spelled_out_per_service() -> None:

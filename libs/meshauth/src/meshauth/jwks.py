@@ -30,11 +30,24 @@ import jwt
 from meshauth.errors import InvalidToken
 from meshauth.keys import ALGORITHMS
 from meshauth.metrics import AuthMetrics
+from meshcontract import variable
 
-__all__ = ["JWKSCache", "VerificationKey", "default_cache_file"]
+__all__ = ["JWKSCache", "VerificationKey", "declared_default", "default_cache_file"]
 
 log = logging.getLogger("meshauth.jwks")
 
+
+def declared_default(name: str) -> float:
+    """The runtime contract's default of the number variable ``name``: the constructors' defaults
+    are the settings' defaults, declared once."""
+    return float(variable(name).default or "nan")
+
+
+# Defaults of the constructor for code that builds a cache without settings (tests, tools).
+TTL: Final = declared_default("MESHAUTH_JWKS_TTL")
+MIN_REFRESH_INTERVAL: Final = declared_default("MESHAUTH_JWKS_MIN_REFRESH_INTERVAL")
+MAX_STALENESS: Final = declared_default("MESHAUTH_JWKS_MAX_STALENESS")
+HTTP_TIMEOUT: Final = declared_default("MESHAUTH_HTTP_TIMEOUT")
 MAX_JWKS_BYTES: Final = 1_048_576
 MIN_RSA_BITS: Final = 2048
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
@@ -103,10 +116,10 @@ class JWKSCache:
         self,
         url: str,
         *,
-        ttl: float = 300.0,
-        min_refresh_interval: float = 30.0,
-        max_staleness: float = 86_400.0,
-        timeout: float = 2.0,
+        ttl: float = TTL,
+        min_refresh_interval: float = MIN_REFRESH_INTERVAL,
+        max_staleness: float = MAX_STALENESS,
+        timeout: float = HTTP_TIMEOUT,
         algorithms: Iterable[str] = ALGORITHMS,
         metrics: AuthMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,

@@ -20,11 +20,10 @@ from typing import Any, Final
 import jwt
 
 from meshauth.errors import InvalidToken
-from meshauth.jwks import JWKSCache
+from meshauth.jwks import HTTP_TIMEOUT, MAX_STALENESS, MIN_REFRESH_INTERVAL, TTL, JWKSCache, declared_default
 from meshauth.keys import ALGORITHMS
 from meshauth.metrics import AuthMetrics, default_metrics
 from meshauth.principal import Principal
-from meshcontract import variable
 
 __all__ = ["MAX_LEEWAY", "MAX_TOKEN_BYTES", "REQUIRED_CLAIMS", "Verifier"]
 
@@ -32,7 +31,9 @@ log = logging.getLogger("meshauth.verifier")
 
 MAX_LEEWAY: Final = 60
 #: The default of ``MESHAUTH_MAX_TOKEN_BYTES`` (the runtime contract's).
-MAX_TOKEN_BYTES: Final = int(variable("MESHAUTH_MAX_TOKEN_BYTES").default or 0)
+MAX_TOKEN_BYTES: Final = int(declared_default("MESHAUTH_MAX_TOKEN_BYTES"))
+#: The default of ``MESHAUTH_LEEWAY``.
+LEEWAY: Final = declared_default("MESHAUTH_LEEWAY")
 REQUIRED_CLAIMS: Final = ("exp", "iat", "iss", "aud", "sub")
 # Header parameters that point at or embed a key. Honouring any of them lets the token choose the
 # key that verifies it, so their mere presence is a rejection.
@@ -58,12 +59,12 @@ class Verifier:
         jwks_url: str | None = None,
         jwks: JWKSCache | None = None,
         algorithms: Iterable[str] = ALGORITHMS,
-        leeway: float = 30,
+        leeway: float = LEEWAY,
         max_token_bytes: int = MAX_TOKEN_BYTES,
-        jwks_ttl: float = 300.0,
-        jwks_min_refresh_interval: float = 30.0,
-        jwks_max_staleness: float = 86_400.0,
-        http_timeout: float = 2.0,
+        jwks_ttl: float = TTL,
+        jwks_min_refresh_interval: float = MIN_REFRESH_INTERVAL,
+        jwks_max_staleness: float = MAX_STALENESS,
+        http_timeout: float = HTTP_TIMEOUT,
         jwks_cache_file: str | None = None,
         metrics: AuthMetrics | None = None,
         mode: str = "inprocess",

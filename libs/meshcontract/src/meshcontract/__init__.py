@@ -22,7 +22,11 @@ from typing import Final, Literal, TypeGuard
 
 __all__ = [
     "APP_PORT",
+    "Kind",
     "LIVEZ",
+    "LOCAL_APP_PORT_OFFSET",
+    "LOCAL_METRICS_PORT_OFFSET",
+    "LOCAL_SIDECAR_METRICS_PORT_OFFSET",
     "METRICS",
     "METRICS_PORT",
     "PRINCIPAL_HEADER",
@@ -43,10 +47,12 @@ __all__ = [
     "Reader",
     "Variable",
     "callee_url_variable",
+    "declaration",
     "is_probe",
     "names",
     "read_database_url_variable",
     "reader_role",
+    "render_ports",
     "render_tables",
     "valid_request_id",
     "variable",
@@ -82,6 +88,11 @@ UPSTREAM_PORT: Final = 8080
 # `/metrics` and admin, and the sidecar's `/metrics/sidecar`.
 METRICS_PORT: Final = 9090
 SIDECAR_METRICS_PORT: Final = 9091
+# `mesh up` on one machine: each service's sidecar listens on its `mesh.toml` port, its other listeners
+# on 127.0.0.1 at these offsets from it.
+LOCAL_APP_PORT_OFFSET: Final = 1000
+LOCAL_METRICS_PORT_OFFSET: Final = 2000
+LOCAL_SIDECAR_METRICS_PORT_OFFSET: Final = 3000
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 #: The same header as WSGI (Django's ``request.META``, gunicorn's environ) names it.
@@ -145,7 +156,10 @@ class Variable:
     """One environment variable of the contract.
 
     ``default`` is the value the code uses when the variable is unset, written as it would be set;
-    ``None`` when there is none, and then ``unset`` says what happens. A ``name`` with ``<…>`` is a
+    ``None`` when there is none, and then ``unset`` says what happens (a value the code works out, such
+    as a path with the process id, is the one default that stays in the code). ``local_default``
+    replaces ``default`` in local development (``MESH_LOCAL_DEV``); ``service_defaults`` replaces it
+    for the named services (``(("identity", "identity,mesh"),)``). A ``name`` with ``<…>`` is a
     family, one variable per entry of ``mesh.toml`` (``<OWNER>_READ_DATABASE_URL``).
     """
 
@@ -158,6 +172,14 @@ class Variable:
     required: bool = False
     services: tuple[str, ...] = ()  # empty: every service
     section: str = "meshkit"
+    local_default: str | None = None
+    service_defaults: tuple[tuple[str, str], ...] = ()
+
+    def default_for(self, service: str | None = None, *, local: bool = False) -> str | None:
+        """The default that applies to ``service`` (any when None), in local development if ``local``."""
+        if local and self.local_default is not None:
+            return self.local_default
+        return dict(self.service_defaults).get(service or "", self.default)
 
     @property
     def family(self) -> str | None:
@@ -184,8 +206,22 @@ def _v(
     required: bool = False,
     services: tuple[str, ...] = (),
     section: str = "meshkit",
+    local_default: str | None = None,
+    service_defaults: tuple[tuple[str, str], ...] = (),
 ) -> Variable:
-    return Variable(name, kind, tuple(readers), description, default, unset, required, services, section)
+    return Variable(
+        name,
+        kind,
+        tuple(readers),
+        description,
+        default,
+        unset,
+        required,
+        services,
+        section,
+        local_default,
+        service_defaults,
+    )
 
 
 # (heading, intro) of each generated table, in the page's order.
@@ -333,14 +369,16 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "bool",
         (APP,),
         "serve the admin on the public port too",
-        unset="`false` (`true` in local dev)",
+        default="false",
+        local_default="true",
     ),
     _v(
         "SECURE_COOKIES",
         "bool",
         SETTINGS,
         "`SESSION_COOKIE_SECURE` and `CSRF_COOKIE_SECURE`",
-        unset="`true` (`false` in local dev)",
+        default="true",
+        local_default="false",
     ),
     _v("SECURE_HSTS_SECONDS", "int", SETTINGS, "HSTS from Django (otherwise the ingress's job)", default="0"),
     _v(
@@ -357,7 +395,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "address",
         (APP,),
         "gunicorn listen address",
-        default="0.0.0.0:8000",
+        default=f"0.0.0.0:{APP_PORT}",
         section="gunicorn",
     ),
     _v("GUNICORN_WORKERS", "int", (APP,), "worker processes", unset="from the CPU limit", section="gunicorn"),
@@ -475,6 +513,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         unset="required",
         required=True,
         section="meshauth",
+        service_defaults=(("identity", "identity,mesh"),),
     ),
     _v(
         "MESHAUTH_JWKS_URL",
@@ -492,6 +531,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "tokens from its database)",
         default="",
         section="meshauth",
+        service_defaults=(("identity", "identity.tokens.keys.jwks"),),
     ),
     _v(
         "MESHAUTH_IDENTITY_URL",
@@ -597,6 +637,8 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "rate limit of refetches for an unknown key, seconds (1 s while no key is known)",
         default="30",
         section="meshauth",
+        # identity reads its keys from its own database: cheap, so a rotated key is seen within a second
+        service_defaults=(("identity", "1"),),
     ),
     _v(
         "MESHAUTH_JWKS_MAX_STALENESS",
@@ -627,7 +669,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "address",
         (SIDECAR,),
         "sidecar listen address, or `fd://N`: an inherited listening socket (`mesh up` uses it)",
-        default="0.0.0.0:8000",
+        default=f"0.0.0.0:{APP_PORT}",
         section="meshauth",
     ),
     _v(
@@ -635,7 +677,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "url",
         (SIDECAR,),
         "the app behind the sidecar (`http://host:port`, or `unix:/path` for a socket)",
-        default="http://127.0.0.1:8080",
+        default=f"http://127.0.0.1:{UPSTREAM_PORT}",
         section="meshauth",
     ),
     _v(
@@ -653,7 +695,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         (SIDECAR,),
         "the sidecar's metrics listener (`/metrics/sidecar` only, or `fd://N`); must differ from the listen "
         "address",
-        default="0.0.0.0:9091",
+        default=f"0.0.0.0:{SIDECAR_METRICS_PORT}",
         section="meshauth",
     ),
     _v(
@@ -925,12 +967,31 @@ def variable(name: str) -> Variable:
     raise KeyError(f"{name} is not in the runtime contract (meshcontract)")
 
 
+def declaration(name: str) -> Variable:
+    """The declaration of ``name``: the variable itself, or the family it is a member of
+    (``CATALOG_READ_DATABASE_URL`` -> ``<OWNER>_READ_DATABASE_URL``); KeyError when neither."""
+    try:
+        return variable(name)
+    except KeyError:
+        pass
+    for declared in VARIABLES:
+        if declared.family and re.fullmatch(re.sub(r"^<[A-Z]+>", "[A-Z][A-Z0-9_]*", declared.name), name):
+            return declared
+    raise KeyError(f"{name} is not in the runtime contract (meshcontract)")
+
+
 def _cell(found: Variable) -> str:
     if found.default is None:
-        return found.unset
-    if found.default == "":
-        return "empty" if found.unset == "unset" else found.unset
-    return f"`{found.default}`"
+        cell = found.unset
+    elif found.default == "":
+        cell = "empty" if found.unset == "unset" else found.unset
+    else:
+        cell = f"`{found.default}`"
+    if found.local_default is not None:
+        cell += f" (`{found.local_default}` in local dev)"
+    for service, default in found.service_defaults:
+        cell += f" ({service}: `{default}`)"
+    return cell
 
 
 SOURCE = "libs/meshcontract/src/meshcontract/__init__.py"
@@ -958,12 +1019,51 @@ def render_tables() -> str:
     return "\n".join(lines)
 
 
+PORTS_BEGIN = f"<!-- BEGIN generated ports by `python -m meshcontract`: edit {SOURCE} -->"
+PORTS_END = "<!-- END generated ports -->"
+
+
+def render_ports() -> str:
+    """The Ports table of docs/runtime-contract.md, between its ports markers. The local ports are the
+    offsets only: each service's own port is mesh.toml's (the README's generated fleet table)."""
+    sidecar, inprocess, local = "pod, sidecar mode", "pod, in-process mode", "`make up`"
+    metrics = f"`port + {LOCAL_METRICS_PORT_OFFSET}`, `port + {LOCAL_SIDECAR_METRICS_PORT_OFFSET}`"
+    rows = [
+        (sidecar, f"`{APP_PORT}`", "the meshauth sidecar (the Service's `http` port); forwards to the app"),
+        (sidecar, f"`127.0.0.1:{UPSTREAM_PORT}`", "gunicorn (never reachable from outside the pod)"),
+        (inprocess, f"`{APP_PORT}`", "gunicorn"),
+        (
+            "pod, both modes",
+            f"`{METRICS_PORT}`",
+            f"gunicorn's internal listener (`METRICS_BIND`): `{METRICS}`, the admin; the Service's `metrics` "
+            "port, never the Ingress's",
+        ),
+        (
+            sidecar,
+            f"`{SIDECAR_METRICS_PORT}`",
+            f"the sidecar's metrics listener: `{SIDECAR_METRICS}`; the Service's `sidecar-metrics` port",
+        ),
+        (local, "the service's `port` in `mesh.toml` (the README's fleet table)", "the sidecar"),
+        (local, f"`port + {LOCAL_APP_PORT_OFFSET}` on 127.0.0.1", "gunicorn"),
+        (local, f"{metrics} on 127.0.0.1", "the app's and the sidecar's metrics listeners"),
+    ]
+    lines = [PORTS_BEGIN, "", "| where | port | who listens |", "|---|---|---|"]
+    lines += [f"| {where} | {port} | {who} |" for where, port, who in rows]
+    return "\n".join([*lines, "", PORTS_END])
+
+
+def _replace(page: str, begin: str, end: str, text: str, what: str) -> str:
+    start, stop = page.find(begin), page.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"the page has no BEGIN/END markers of the generated {what}")
+    return page[:start] + text + page[stop + len(end) :]
+
+
 def rewrite(page: str) -> str:
-    """``page`` with the text between the markers replaced by :func:`render_tables`."""
-    start, end = page.find(BEGIN), page.find(END)
-    if start < 0 or end < start:
-        raise ValueError("the page has no BEGIN/END markers of the generated tables")
-    return page[:start] + render_tables() + page[end + len(END) :]
+    """``page`` with the text between each pair of markers replaced: :func:`render_ports`,
+    :func:`render_tables`."""
+    page = _replace(page, BEGIN, END, render_tables(), "tables")
+    return _replace(page, PORTS_BEGIN, PORTS_END, render_ports(), "ports")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from meshkit.env import BUILD_PLACEHOLDER, REQUIRED, as_bool, get_env
+from meshkit.env import BUILD_PLACEHOLDER, setting
 
 __all__ = ["POOLER_MODES", "database_config", "parse_database_url", "pooler_mode"]
 
@@ -18,7 +18,7 @@ POOLER_MODES = ("", "session", "transaction")
 
 def pooler_mode() -> str:
     """The pool mode of the pooler ``DATABASE_URL`` points at (``DATABASE_POOLER``), or ``""``."""
-    mode = str(get_env("DATABASE_POOLER", "")).strip().lower()
+    mode = str(setting("DATABASE_POOLER")).strip().lower()
     if mode not in POOLER_MODES:
         raise ImproperlyConfigured(
             f"DATABASE_POOLER must be empty, 'session' or 'transaction', got {mode!r}."
@@ -68,25 +68,25 @@ def database_config(
     prepares statements on the server, so there is nothing to turn off there (psycopg 3 would
     need ``prepare_threshold=None`` below PgBouncer 1.21).
     """
-    value = url or get_env(url_variable, REQUIRED)
+    value = url or setting(url_variable)
     if value == BUILD_PLACEHOLDER:
         # An image build (collectstatic) opens no connection: an address nothing listens on.
         value = "postgres://build@127.0.0.1:1/build"
     config = parse_database_url(value, variable=url_variable)
     pooler = pooler_mode()
     options = config["OPTIONS"]
-    options.setdefault("connect_timeout", get_env("DATABASE_CONNECT_TIMEOUT", 5, cast=int))
+    options.setdefault("connect_timeout", setting("DATABASE_CONNECT_TIMEOUT"))
     if not pooler:
         # statement_timeout: a database that stops answering fails the request (a clean 503) well
         # within gunicorn's worker timeout, instead of the worker being killed mid-request. Behind
         # PgBouncer (no startup options) the pooler's own query_timeout has to play that part.
-        statement_timeout = get_env("DATABASE_STATEMENT_TIMEOUT", 15, cast=float)
+        statement_timeout = setting("DATABASE_STATEMENT_TIMEOUT")
         options["options"] = f"-c search_path={schema} -c statement_timeout={int(statement_timeout * 1000)}"
     options.setdefault("application_name", schema)
     config.update(
-        CONN_MAX_AGE=get_env("DATABASE_CONN_MAX_AGE", 60, cast=int),
-        CONN_HEALTH_CHECKS=get_env("DATABASE_CONN_HEALTH_CHECKS", True, cast=as_bool),
+        CONN_MAX_AGE=setting("DATABASE_CONN_MAX_AGE"),
+        CONN_HEALTH_CHECKS=setting("DATABASE_CONN_HEALTH_CHECKS"),
         DISABLE_SERVER_SIDE_CURSORS=pooler == "transaction"
-        or get_env("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False, cast=as_bool),
+        or setting("DATABASE_DISABLE_SERVER_SIDE_CURSORS"),
     )
     return config

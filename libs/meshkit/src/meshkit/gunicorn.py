@@ -1,6 +1,7 @@
 """gunicorn configuration shared by every service: ``gunicorn --config python:meshkit.gunicorn [<svc>.wsgi]``.
 
-Every value comes from a ``GUNICORN_*`` environment variable with a default that suits a pod.
+Every value comes from a ``GUNICORN_*`` environment variable, its type and its default (one that suits
+a pod) from the runtime contract (:mod:`meshcontract`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gunicorn.glogging import Logger
 
 from meshcontract import QUIET_PATHS, REQUEST_ID_HEADER, REQUEST_ID_META
 from meshkit import heartbeat
-from meshkit.env import get_env
+from meshkit.env import setting
 
 
 def cpu_limit(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -68,60 +69,60 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
         self.access_log.info(json.dumps(entry))
 
 
-bind = [get_env("GUNICORN_BIND", "0.0.0.0:8000")]  # a pod listens on its own IP
+bind = [setting("GUNICORN_BIND")]  # a pod listens on its own IP
 # The internal port (/metrics, the admin): a second listener, so the public port never serves them
 # (meshkit.probes tells the two apart by the listening socket).
-if get_env("METRICS_BIND", ""):
-    bind.append(get_env("METRICS_BIND"))
-    if get_env("METRICS_BIND").startswith("fd://"):
+if metrics_bind := setting("METRICS_BIND"):
+    bind.append(metrics_bind)
+    if metrics_bind.startswith("fd://"):
         # A socket inherited from a supervisor (`mesh up`). gunicorn closes that descriptor once it
         # has taken the socket over, so the workers (meshkit.probes) are told its address now.
-        with socket.socket(fileno=os.dup(int(get_env("METRICS_BIND").removeprefix("fd://")))) as held:
+        with socket.socket(fileno=os.dup(int(metrics_bind.removeprefix("fd://")))) as held:
             host, port = held.getsockname()[:2]
         os.environ["METRICS_BIND"] = f"{host}:{port}"
-workers = get_env("GUNICORN_WORKERS", default_workers(), cast=int)
-threads = get_env("GUNICORN_THREADS", 1, cast=int)
+workers = setting("GUNICORN_WORKERS", fallback=default_workers())
+threads = setting("GUNICORN_THREADS")
 # gthread, even with one thread: sync workers close the connection after every request, so the
 # sidecar (or any proxy in front) would pay a TCP set-up per request; gthread keeps connections
 # alive for `keepalive` seconds, parked in a poller, not holding a thread.
 worker_class = "gthread"
-timeout = get_env("GUNICORN_TIMEOUT", 30, cast=int)
-graceful_timeout = get_env("GUNICORN_GRACEFUL_TIMEOUT", 20, cast=int)
-keepalive = get_env("GUNICORN_KEEPALIVE", 5, cast=int)
-max_requests = get_env("GUNICORN_MAX_REQUESTS", 1000, cast=int)
-max_requests_jitter = get_env("GUNICORN_MAX_REQUESTS_JITTER", 100, cast=int)
+timeout = setting("GUNICORN_TIMEOUT")
+graceful_timeout = setting("GUNICORN_GRACEFUL_TIMEOUT")
+keepalive = setting("GUNICORN_KEEPALIVE")
+max_requests = setting("GUNICORN_MAX_REQUESTS")
+max_requests_jitter = setting("GUNICORN_MAX_REQUESTS_JITTER")
 # Heartbeat files on a disk-backed /tmp can stall workers; /dev/shm is memory (and writable with a
 # read-only root filesystem when mounted as an emptyDir).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 # gunicorn's own limit (8 KiB) answers an oversized header with an HTML 431 before Django runs; let
 # meshauth see it and answer a too-large token with its JSON 401. The sidecar caps headers itself.
-limit_request_field_size = get_env("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 131_072, cast=int)
+limit_request_field_size = setting("GUNICORN_LIMIT_REQUEST_FIELD_SIZE")
 # The sidecar lets a client send 100 header fields (its JSON 431 above that) and adds up to six of
 # its own (principal, request ID, forwarded-for/-proto): gunicorn's default of 100 would answer the
 # sum with an HTML 431.
-limit_request_fields = get_env("GUNICORN_LIMIT_REQUEST_FIELDS", 128, cast=int)
+limit_request_fields = setting("GUNICORN_LIMIT_REQUEST_FIELDS")
 # gunicorn's largest request line (its default, 4094, is below the sidecar's 4 KiB target limit):
 # behind a sidecar, the sidecar's JSON 414 is the one a client meets.
-limit_request_line = get_env("GUNICORN_LIMIT_REQUEST_LINE", 8190, cast=int)
+limit_request_line = setting("GUNICORN_LIMIT_REQUEST_LINE")
 accesslog = "-"
 errorlog = "-"
 logger_class = JsonAccessLogger
-loglevel = get_env("LOG_LEVEL", "info").lower()
+loglevel = setting("LOG_LEVEL").lower()
 # The app logs its own errors as JSON; gunicorn's error log keeps its own format on stderr.
-forwarded_allow_ips = get_env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
-proc_name = get_env("GUNICORN_PROC_NAME", "meshkit")
+forwarded_allow_ips = ",".join(setting("GUNICORN_FORWARDED_ALLOW_IPS"))  # gunicorn wants its string
+proc_name = setting("GUNICORN_PROC_NAME")
 # The app when the command names none, as the images' entry point does (one Dockerfile builds every
 # service): the project's wsgi module next to its settings, ``identity.settings`` -> ``identity.wsgi``.
 # A command that names its app (the charts, `mesh up`) serves that one.
-_settings_module = get_env("DJANGO_SETTINGS_MODULE", "")
+_settings_module = setting("DJANGO_SETTINGS_MODULE") or ""
 wsgi_app = f"{_settings_module.rpartition('.')[0]}.wsgi" if "." in _settings_module else None
 # gunicorn 23+ opens a control socket (for `gunicornc`) at $HOME/.gunicorn/gunicorn.ctl by default:
 # under a read-only root filesystem (HOME=/nonexistent) that logs an error at every start, and masters
 # sharing a HOME (`make up`) would fight over one socket. Each master gets its own in the temporary
 # directory instead (the pod's memory-backed /tmp); GUNICORN_CONTROL_SOCKET names another path, and
 # `off` turns it off.
-control_socket = get_env(
-    "GUNICORN_CONTROL_SOCKET", os.path.join(tempfile.gettempdir(), f"gunicorn-{os.getpid()}.ctl")
+control_socket = setting(
+    "GUNICORN_CONTROL_SOCKET", fallback=os.path.join(tempfile.gettempdir(), f"gunicorn-{os.getpid()}.ctl")
 )
 control_socket_disable = control_socket == "off"
 

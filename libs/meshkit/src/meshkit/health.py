@@ -16,13 +16,13 @@ from django.db import connections
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 
-from meshkit.env import get_env
+from meshkit.env import setting
 
 __all__ = ["DatabaseReady", "readiness_checks", "run_readiness"]
 
 
 def _readyz_timeout() -> float:
-    value: float = get_env("READYZ_TIMEOUT", 2.0, cast=float)
+    value: float = setting("READYZ_TIMEOUT")
     return value
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from meshcontract import LIVEZ, METRICS, READYZ, is_probe
-from meshkit.env import as_bool, get_env, local_dev
+from meshkit.env import setting
 from meshkit.errors import json_error
 from meshkit.health import run_readiness
 from meshkit.metrics import metrics_response
@@ -32,7 +32,7 @@ ADMIN_PREFIXES = ("/admin/", "/static/")
 
 def metrics_port() -> str:
     """The internal port from ``METRICS_BIND`` (``host:port``), or "" when there is none."""
-    bind = get_env("METRICS_BIND", "")
+    bind: str = setting("METRICS_BIND")
     return bind.rpartition(":")[2] if bind else ""
 
 
@@ -43,7 +43,7 @@ class ProbeMiddleware:
         self.get_response = get_response
         self.internal_port = metrics_port()
         # Locally (`make up`, tests) the admin stays where a developer expects it.
-        self.admin_public = get_env("DJANGO_ADMIN_PUBLIC", local_dev(), cast=as_bool)
+        self.admin_public = setting("DJANGO_ADMIN_PUBLIC")
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info

@@ -16,7 +16,7 @@ import secrets
 from django.core.exceptions import ImproperlyConfigured
 
 from meshkit.database import database_config
-from meshkit.env import as_bool, as_list, building, get_env, local_dev
+from meshkit.env import building, local_dev, setting
 from meshkit.logging import logging_config
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "WHITENOISE_USE_FINDERS",
     "USE_TZ",
     "database_config",
-    "get_env",
     "service_apps",
     "service_middleware",
 ]
@@ -50,7 +49,7 @@ LOCAL_DEV = local_dev()
 
 
 def _secret_key() -> str:
-    key = get_env("SECRET_KEY", None)
+    key = setting("SECRET_KEY", fallback=None)
     if key:
         if len(key) < 32:
             raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long.")
@@ -62,22 +61,22 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-DEBUG: bool = get_env("DEBUG", False, cast=as_bool)
-ALLOWED_HOSTS: list[str] = get_env("ALLOWED_HOSTS", [], cast=as_list)
+DEBUG: bool = setting("DEBUG")
+ALLOWED_HOSTS: list[str] = setting("ALLOWED_HOSTS")
 if LOCAL_DEV:
     ALLOWED_HOSTS = [*ALLOWED_HOSTS, "127.0.0.1", "localhost", "[::1]", "testserver"]
-CSRF_TRUSTED_ORIGINS: list[str] = get_env("CSRF_TRUSTED_ORIGINS", [], cast=as_list)
+CSRF_TRUSTED_ORIGINS: list[str] = setting("CSRF_TRUSTED_ORIGINS")
 # TLS ends at the ingress. Whether a request came over https is gunicorn's call (`wsgi.url_scheme`):
 # it reads X-Forwarded-Proto only from GUNICORN_FORWARDED_ALLOW_IPS, which is the sidecar (127.0.0.1;
 # the sidecar itself passes the header on only from MESHAUTH_SIDECAR_TRUSTED_PROXIES) or, in-process,
 # the ingress. No SECURE_PROXY_SSL_HEADER: with it, Django would believe whoever sent the header.
 # Cookies are https-only outside local development (a browser only ever reaches us through TLS).
-SESSION_COOKIE_SECURE: bool = get_env("SECURE_COOKIES", not LOCAL_DEV, cast=as_bool)
+SESSION_COOKIE_SECURE: bool = setting("SECURE_COOKIES")
 CSRF_COOKIE_SECURE: bool = SESSION_COOKIE_SECURE
 # HSTS and the http -> https redirect belong to the TLS terminator (the ingress): in the cluster,
 # services call each other and are probed over plain http, which a redirect would break. Django sends
 # HSTS on https requests when SECURE_HSTS_SECONDS is set.
-SECURE_HSTS_SECONDS: int = get_env("SECURE_HSTS_SECONDS", 0, cast=int)
+SECURE_HSTS_SECONDS: int = setting("SECURE_HSTS_SECONDS")
 SILENCED_SYSTEM_CHECKS = ["security.W008"] + ([] if SECURE_HSTS_SECONDS else ["security.W004"])
 
 LANGUAGE_CODE = "en-us"
@@ -87,11 +86,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 # Set in the image, where `collectstatic` ran at build time; locally the admin's files come from
 # the installed apps directly.
-STATIC_ROOT: str | None = get_env("STATIC_ROOT", None)
+STATIC_ROOT: str | None = setting("STATIC_ROOT")
 WHITENOISE_USE_FINDERS = LOCAL_DEV
-DATA_UPLOAD_MAX_MEMORY_SIZE = get_env("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, cast=int)
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = setting("DATA_UPLOAD_MAX_MEMORY_SIZE")
 
-LOGGING = logging_config(get_env("LOG_LEVEL", "INFO").upper())
+LOGGING = logging_config(setting("LOG_LEVEL").upper())
 
 TEMPLATES = [
     {

@@ -4,9 +4,9 @@ Two databases: ``default`` is orders' own schema; ``catalog`` is a read-only rol
 SELECT on catalog's schema, used only by the unmanaged models in ``orders.catalogread``.
 """
 
-from meshkit.env import local_dev
+from meshkit.env import local_dev, setting
 from meshkit.settings import *  # noqa: F403
-from meshkit.settings import database_config, get_env, service_apps, service_middleware
+from meshkit.settings import database_config, service_apps, service_middleware
 
 ROOT_URLCONF = "orders.urls"
 WSGI_APPLICATION = "orders.wsgi.application"
@@ -19,8 +19,8 @@ DATABASES = {
 DATABASE_ROUTERS = ["orders.routers.CatalogReadRouter"]
 
 # Where catalog's API answers: its Service inside a cluster, its `make up` sidecar on a laptop.
-ORDERS_CATALOG_URL = get_env(
-    "CATALOG_URL", "http://127.0.0.1:8002" if local_dev() else "http://catalog:8000"
+ORDERS_CATALOG_URL = setting(
+    "CATALOG_URL", fallback="http://127.0.0.1:8002" if local_dev() else "http://catalog:8000"
 ).rstrip("/")
 # Seconds one call to catalog may take; an order waits for at most a few of them.
-ORDERS_CATALOG_TIMEOUT = get_env("CATALOG_TIMEOUT", 5.0, cast=float)
+ORDERS_CATALOG_TIMEOUT = setting("CATALOG_TIMEOUT")

@@ -8,16 +8,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshcontract import reader_role
+from meshcontract import (
+    LOCAL_APP_PORT_OFFSET,
+    LOCAL_METRICS_PORT_OFFSET,
+    LOCAL_SIDECAR_METRICS_PORT_OFFSET,
+    reader_role,
+)
 
 __all__ = ["Registry", "Service", "find_root", "load_registry"]
 
 REGISTRY_FILE = "mesh.toml"
-# The app listens behind its sidecar on this offset from the public port (`make up` only).
-APP_PORT_OFFSET = 1000
-# The internal listeners (`make up` only): the app's /metrics and admin, the sidecar's metrics.
-METRICS_PORT_OFFSET = 2000
-SIDECAR_METRICS_PORT_OFFSET = 3000
+# `make up`: the app behind its sidecar, and the internal listeners (the app's /metrics and admin, the
+# sidecar's metrics), at the contract's offsets from the public port.
+APP_PORT_OFFSET = LOCAL_APP_PORT_OFFSET
+METRICS_PORT_OFFSET = LOCAL_METRICS_PORT_OFFSET
+SIDECAR_METRICS_PORT_OFFSET = LOCAL_SIDECAR_METRICS_PORT_OFFSET
 # A new service's protected endpoint (the scaffolder's items API), when mesh.toml names none.
 DEFAULT_SMOKE_PATH = "/api/v1/items"
 
