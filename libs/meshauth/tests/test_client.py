@@ -68,11 +68,16 @@ def target() -> Iterator[Target]:
     server.stop()
 
 
+def orders_client(identity: FakeIdentity, **options: Any) -> ServiceClient:
+    """orders' client of ``identity`` (its credentials are known there), with ``options``."""
+    return ServiceClient(
+        identity_url=identity.url, client_id="orders", client_secret="orders-secret", **options
+    )
+
+
 @pytest.fixture
 def client(identity: FakeIdentity) -> Iterator[ServiceClient]:
-    with ServiceClient(
-        identity_url=identity.url, client_id="orders", client_secret="orders-secret", backoff=0.01
-    ) as service_client:
+    with orders_client(identity, backoff=0.01) as service_client:
         yield service_client
 
 
@@ -195,13 +200,7 @@ def test_a_service_that_timed_out_is_not_called_again_until_the_cooldown_passed(
 ) -> None:
     silent = Silent()
     try:
-        with ServiceClient(
-            identity_url=identity.url,
-            client_id="orders",
-            client_secret="orders-secret",
-            read_timeout=0.5,
-            timeout_cooldown=2.0,
-        ) as client:
+        with orders_client(identity, read_timeout=0.5, timeout_cooldown=2.0) as client:
             with pytest.raises(httpx.ReadTimeout):
                 client.post(f"{silent.url}/api/v1/reservations", audience="catalog", idempotent=True)
             assert silent.connections == 1
@@ -225,14 +224,7 @@ def test_a_service_that_timed_out_is_not_called_again_until_the_cooldown_passed(
 
 def _worker(identity: FakeIdentity, cache_dir: Path) -> ServiceClient:
     """One gunicorn worker's client: its own process memory, the pod's shared cache directory."""
-    return ServiceClient(
-        identity_url=identity.url,
-        client_id="orders",
-        client_secret="orders-secret",
-        backoff=0.01,
-        retries=0,
-        token_cache_dir=cache_dir,
-    )
+    return orders_client(identity, backoff=0.01, retries=0, token_cache_dir=cache_dir)
 
 
 def _bearer(request: dict[str, Any]) -> str:
