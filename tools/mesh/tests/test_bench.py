@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from mesh import tooling
 from mesh.cpu import cpu_ticks, process_table, spent, tree
 from mesh.registry import find_root
 from mesh.testing import tool_missing
 
 MODES = ("baseline", "inprocess", "sidecar", "introspect", "inprocess_real", "sidecar_real")
+REFERENCE_MODES = ("nginx", "nginx_real")
 RATIOS = ("inprocess_over_baseline", "sidecar_over_inprocess", "sidecar_over_inprocess_real")
+REFERENCE_RATIOS = ("nginx_over_inprocess", "nginx_over_inprocess_real")
 
 
 def test_cpu_of_a_process_tree_counts_its_children() -> None:
@@ -48,6 +51,8 @@ def test_cpu_of_a_process_tree_counts_its_children() -> None:
 def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         tool_missing("wrk is not installed")
+    if tooling.ensure_nginx() is None:
+        tool_missing("nginx is not installed (Debian package nginx; .ci/run installs it)")
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "mesh", "bench", "--seconds", "1", "--rounds", "1", "--json", str(out)],
@@ -59,7 +64,7 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["modes"]) == set(MODES)
+    assert set(report["modes"]) == {*MODES, *REFERENCE_MODES}
     for name, mode in report["modes"].items():
         for key in ("rps", "p50_ms", "p99_ms"):
             assert mode[key] > 0, (name, key, mode[key])
@@ -69,14 +74,19 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
         assert len(mode["rounds"]) == 1
     for mode in ("sidecar", "sidecar_real"):
         assert report["modes"][mode]["cpu_us_per_request"]["sidecar"] > 0
+    for mode in REFERENCE_MODES:  # the reference proxy's own CPU, beside the app's
+        assert report["modes"][mode]["cpu_us_per_request"]["nginx"] > 0
+    assert report["config"]["reference_proxy"], "the nginx version the reference ran"
     assert report["modes"]["introspect"]["cpu_us_per_request"]["identity"] > 0
-    for ratio in RATIOS:
+    for ratio in (*RATIOS, *REFERENCE_RATIOS):
         assert report["ratios"][ratio] > 0, ratio
         spread = report["spread"][ratio]
         assert spread["min"] <= report["ratios"][ratio] <= spread["max"]
         assert report["ratios"][f"{ratio}_by_cpu"] > 0, ratio
     assert "sidecar_cpu_us_per_request" in report["targets"]
+    assert not set(REFERENCE_RATIOS) & set(report["targets"]), "a reference has no target"
     assert "CPU us/request" in run.stdout
+    assert "nginx CPU per proxied whoami request" in run.stdout
 
 
 @pytest.mark.parametrize("argv", [["--rounds", "0"], ["--seconds", "0"]])

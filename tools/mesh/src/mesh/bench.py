@@ -7,7 +7,10 @@ loopback:
 * baseline: no token at all (anonymous; nothing to verify);
 * in-process: meshauth's middleware verifies the JWT against cached keys;
 * sidecar: the meshauth sidecar verifies it and forwards signed principal headers;
-* introspect: the talk's design, a call to identity's introspection endpoint per request.
+* introspect: the talk's design, a call to identity's introspection endpoint per request;
+* nginx (a reference, when nginx is installed or installable): the in-process app behind nginx,
+  which only forwards. What a proxy hop written in C costs on the same machine in the same run: the
+  floor under any sidecar's figures here.
 
 Two kinds of figure per mode and round:
 
@@ -38,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -49,7 +53,7 @@ from mesh.local import admin_url
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry
-from mesh.tooling import ensure_wrk
+from mesh.tooling import ensure_nginx, ensure_wrk
 from meshcontract import READYZ
 
 __all__ = ["run_bench"]
@@ -112,6 +116,16 @@ RATIOS = (
         0.95,
     ),
     Ratio("inprocess_over_introspect", "in-process / introspection req/s", "inprocess", "introspect", 5.0),
+)
+#: The reference: the same hop through nginx (no target; measured when nginx is there).
+REFERENCE_RATIOS = (
+    Ratio("nginx_over_inprocess", "nginx / in-process req/s (whoami)", "nginx", "inprocess"),
+    Ratio(
+        "nginx_over_inprocess_real",
+        f"nginx / in-process req/s ({REAL_ENDPOINT})",
+        "nginx_real",
+        "inprocess_real",
+    ),
 )
 #: The sidecar's own CPU per proxied whoami request: Istio publishes ~0.20 vCPU per 1,000 req/s for
 #: Envoy (~200 us); within 1.5x of that.
@@ -222,6 +236,7 @@ def run_bench(
     connections: int = CONNECTIONS,
     json_path: Path | None = None,
     upstream: str = "tcp",
+    reference: bool = True,
 ) -> int:
     if seconds < 1 or rounds < 1 or connections < 1:
         print("bench: --seconds, --rounds and --connections must be at least 1", file=sys.stderr)
@@ -250,6 +265,11 @@ def run_bench(
     try:
         fleet.up(progress=lambda line: print(f"[bench] {line}", flush=True), seed=True)
         modes = _modes(fleet, _user_token(fleet), run_dir, registry, extra)
+        nginx = ensure_nginx() if reference else None
+        if nginx is not None:
+            modes += _reference_modes(nginx, modes, run_dir, extra)
+        elif reference:
+            print("[bench] nginx is not available (and not installable here): no reference proxy", flush=True)
         for mode in modes:  # every mode answers correctly before it is timed, then warms up
             _check(mode)
             load(mode.url, mode.token, WARMUP_SECONDS, connections)
@@ -267,6 +287,7 @@ def run_bench(
                 "gunicorn_workers": WORKERS,
                 "gunicorn_threads": THREADS,
                 "sidecar_upstream": upstream,
+                "reference_proxy": nginx and _nginx_version(nginx),
                 "cpus": os.cpu_count(),
                 "loadavg_before": list(load_before),
                 "loadavg_after": list(os.getloadavg()),
@@ -337,6 +358,68 @@ def _modes(
     ]
 
 
+def _reference_modes(nginx: str, modes: list[Mode], run_dir: Path, extra: list[ManagedProcess]) -> list[Mode]:
+    """nginx in front of the in-process app: a proxy hop that costs as little as C makes it."""
+    inprocess = next(mode for mode in modes if mode.key == "inprocess")
+    port = free_port()
+    conf = run_dir / "nginx" / "nginx.conf"
+    conf.parent.mkdir()
+    conf.write_text(NGINX_CONF.format(run=conf.parent, listen=port, app=urlsplit(inprocess.url).netloc))
+    # One process (no master), as the sidecar is one: its CPU is the proxy's and nothing else's.
+    proc = ManagedProcess(
+        name="nginx",
+        argv=[nginx, "-p", str(conf.parent), "-e", str(conf.parent / "error.log"), "-c", str(conf)],
+        env={"PATH": os.environ.get("PATH", "")},
+        log_path=run_dir / "nginx.log",
+    )
+    proc.start()
+    extra.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}{READYZ}", watch=[proc])
+    processes = {"app": inprocess.processes["app"], "nginx": [proc.pid]}
+    return [
+        Mode("nginx", "nginx (reference)", url + ENDPOINT, inprocess.token, processes),
+        Mode("nginx_real", "nginx, real (reference)", url + REAL_ENDPOINT, inprocess.token, processes),
+    ]
+
+
+# What the sidecar does too, minus the token: keep-alive connections to the app, the request id and
+# forwarded headers set, an access log written in buffered batches.
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {run}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log {run}/access.log combined buffer=64k flush=1s;
+  client_body_temp_path {run}/body;
+  proxy_temp_path {run}/proxy;
+  fastcgi_temp_path {run}/fastcgi;
+  uwsgi_temp_path {run}/uwsgi;
+  scgi_temp_path {run}/scgi;
+  upstream app {{ server {app}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{listen};
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Request-ID $request_id;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+  }}
+}}
+"""
+
+
+def _nginx_version(nginx: str) -> str:
+    run = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)  # noqa: S603
+    return run.stderr.strip().removeprefix("nginx version: ")
+
+
 def _check(mode: Mode) -> None:
     headers = {"Authorization": f"Bearer {mode.token}"} if mode.token else {}
     # A worker's first request loads the app and the keys: on a loaded machine that takes seconds.
@@ -397,7 +480,8 @@ def _report(
             "rounds": [vars(r) for r in mode.rounds],
         }
     print()
-    for ratio in RATIOS:
+    ratios = [r for r in (*RATIOS, *REFERENCE_RATIOS) if r.numerator in modes and r.denominator in modes]
+    for ratio in ratios:
         top, bottom = modes[ratio.numerator].rounds, modes[ratio.denominator].rounds
         # Within a round both modes met the same neighbours: ratio per round, then the spread.
         figure = _spread([a.rps / b.rps for a, b in zip(top, bottom, strict=True)])
@@ -405,14 +489,15 @@ def _report(
         document["spread"][ratio.key] = {**figure, "half_range_percent": _half_range(figure)}
         if ratio.target is not None:
             document["targets"][ratio.key] = _target(figure["median"], ratio.target, at_least=True)
+        goal = f"(target >= {ratio.target:g})" if ratio.target is not None else "(reference)"
         print(
             f"  {ratio.text:<42} {figure['median']:>6.2f}  [{figure['min']:.2f}-{figure['max']:.2f},"
-            f" +-{_half_range(figure):.0f} %]   (target >= {ratio.target:g})"
+            f" +-{_half_range(figure):.0f} %]   {goal}"
         )
     # The same ratios by cost: CPU per request of every process involved, the throughput ratio a
     # CPU-bound machine converges to. It barely moves with the neighbours, unlike req/s.
     print("  by CPU (total CPU per request of the denominator / of the numerator):")
-    for ratio in RATIOS:
+    for ratio in ratios:
         top, bottom = modes[ratio.numerator].rounds, modes[ratio.denominator].rounds
         costs = [
             b.cpu_us_per_request["total"] / a.cpu_us_per_request["total"]
@@ -430,11 +515,10 @@ def _report(
     document["targets"]["sidecar_cpu_us_per_request"] = _target(
         sidecar_cpu["median"], SIDECAR_CPU_TARGET_US, at_least=False
     )
-    print(
-        f"  {'sidecar CPU per proxied whoami request':<42} {sidecar_cpu['median']:>6.0f}  "
-        f"[{sidecar_cpu['min']:.0f}-{sidecar_cpu['max']:.0f}, +-{_half_range(sidecar_cpu):.0f} %] us"
-        f"   (target <= {SIDECAR_CPU_TARGET_US:g})"
-    )
+    _print_proxy_cpu("sidecar", sidecar_cpu, f"(target <= {SIDECAR_CPU_TARGET_US:g})")
+    if "nginx" in modes:
+        nginx_cpu = document["modes"]["nginx"]["spread"]["cpu_us_per_request"]["nginx"]
+        _print_proxy_cpu("nginx", nginx_cpu, "(reference)")
     cold, warm = verifier
     document["verifier"] = {"fresh_tokens_per_s": cold, "cached_token_per_s": warm}
     print(f"\n  raw Verifier, one core: {cold:,.0f} fresh tokens/s, {warm:,.0f} repeated token/s (cached)")
@@ -443,6 +527,12 @@ def _report(
         f"  targets missed in this run: {', '.join(missed)}" if missed else "  every target met in this run"
     )
     return document
+
+
+def _print_proxy_cpu(proxy: str, figure: Mapping[str, float], goal: str) -> None:
+    label = f"{proxy} CPU per proxied whoami request"
+    spread = f"[{figure['min']:.0f}-{figure['max']:.0f}, +-{_half_range(figure):.0f} %]"
+    print(f"  {label:<42} {figure['median']:>6.0f}  {spread} us   {goal}")
 
 
 def _cpu_of(process: str) -> Callable[[Round], float]:

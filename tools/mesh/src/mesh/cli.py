@@ -277,6 +277,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         connections=args.connections,
         json_path=args.json,
         upstream=args.upstream,
+        reference=not args.no_reference,
     )
 
 
@@ -379,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(func=cmd_test)
 
     bench = sub.add_parser(
-        "bench", help="auth cost side by side: baseline, in-process, sidecar, introspection"
+        "bench",
+        help="auth cost side by side: baseline, in-process, sidecar, introspection, nginx as a reference",
     )
     bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
     bench.add_argument(
@@ -391,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("tcp", "unix"),
         default="tcp",
         help="how orders' sidecar reaches gunicorn: loopback TCP (default, as deployed) or a unix socket",
+    )
+    bench.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the reference modes (the in-process app behind nginx, installed from Debian when missing)",
     )
     bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
     bench.set_defaults(func=cmd_bench)

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["PINS", "ToolError", "checkov_version", "ensure_checkov", "ensure_wrk", "find_uv"]
+__all__ = ["PINS", "ToolError", "checkov_version", "ensure_checkov", "ensure_nginx", "ensure_wrk", "find_uv"]
 
 PINS = Path(__file__).resolve().parent / "pins"
 
@@ -84,15 +84,29 @@ def ensure_wrk() -> str | None:
 
     None when neither works: `make bench` then falls back to :mod:`mesh.loadgen`.
     """
-    found = shutil.which("wrk")
+    return _ensure_debian("wrk", "wrk")
+
+
+def ensure_nginx() -> str | None:
+    """nginx (`make bench`'s reference proxy), installed from Debian like :func:`ensure_wrk`; or None."""
+    return _ensure_debian("nginx", "nginx")
+
+
+def _which(command: str) -> str | None:
+    # Debian puts daemons in /usr/sbin, which a non-root PATH often lacks.
+    return shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin")
+
+
+def _ensure_debian(command: str, package: str) -> str | None:
+    found = _which(command)
     if found or os.geteuid() != 0 or shutil.which("apt-get") is None:
         return found
-    print("[mesh] wrk is missing: installing it (apt-get install wrk)", flush=True)
+    print(f"[mesh] {command} is missing: installing it (apt-get install {package})", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (
         ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
     ):
         if subprocess.run(argv, env=env, check=False, timeout=600).returncode != 0:  # noqa: S603
             return None
-    return shutil.which("wrk")
+    return _which(command)
