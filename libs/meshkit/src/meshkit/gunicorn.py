@@ -138,7 +138,7 @@ def on_starting(server: Any) -> None:
         if entry.is_dir():
             shutil.rmtree(entry)
         else:
-            entry.unlink()
+            entry.unlink(missing_ok=True)  # another master starting on the same directory
 
 
 def when_ready(server: Any) -> None:

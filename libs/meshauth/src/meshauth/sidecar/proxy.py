@@ -52,7 +52,7 @@ from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
 from meshauth.sidecar.protocol import SidecarServer
-from meshauth.sidecar.stall import StallGuard
+from meshauth.sidecar.stall import Stalled, StallGuard
 from meshauth.sidecar.target import BadTarget, Target, parse_target
 from meshauth.sidecar.upstream import HOP_BY_HOP, Disconnected, Pool, Response, UpstreamError, UpstreamTimeout
 from meshcontract import LIVEZ, REQUEST_ID_HEADER, SIDECAR_METRICS, is_probe, valid_request_id
@@ -392,7 +392,7 @@ class Sidecar:
                 if not replayable:
                     raise
                 upstream = await self._ask(message, head_only, fresh=True)
-        except _Stalled:
+        except Stalled:
             return self._upstream_error("stalled", 504, request_id)
         except UpstreamTimeout as exc:
             return self._upstream_error(exc.kind, 504, request_id)
@@ -409,14 +409,13 @@ class Sidecar:
             upstream.release()
 
     async def _ask(self, message: bytes, head_only: bool, fresh: bool = False) -> Response:
-        """The app's answer to ``message`` (its head); raises :class:`_Stalled` once the app stalls."""
+        """The app's answer to ``message`` (its head); raises :class:`Stalled` once the app stalls."""
         assert self._pool is not None, "start() was not awaited"  # noqa: S101 - programming error
-        call = asyncio.ensure_future(self._pool.request(message, head_only=head_only, fresh=fresh))
-        if self.stall is not None and not await self.stall.wait(call):
-            raise _Stalled
-        upstream = await call
-        if self.stall is not None:
-            self.stall.answered()
+        call = self._pool.request(message, head_only=head_only, fresh=fresh)
+        if self.stall is None:
+            return await call
+        upstream = await self.stall.call(call)
+        self.stall.answered()
         return upstream
 
     async def _app_answers(self) -> bool:
@@ -478,10 +477,6 @@ class Sidecar:
             if request.transport is not None:
                 request.transport.close()
         return response
-
-
-class _Stalled(Exception):
-    """The app answered nothing, not even its liveness probe (:class:`StallGuard`)."""
 
 
 def create_server(sidecar: Sidecar) -> web.Server:
