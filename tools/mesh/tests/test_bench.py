@@ -48,6 +48,17 @@ def test_cpu_of_a_process_tree_counts_its_children() -> None:
         parent.wait()
 
 
+def test_a_run_one_worker_served_alone_is_told_from_a_shared_one() -> None:
+    """The master's own ticks do not count; a worker that did (almost) nothing makes the run lopsided."""
+    from mesh.bench import MIN_WORKER_SHARE, _smallest_worker_share
+
+    before = {100: 5, 101: 10, 102: 10}
+    alone = _smallest_worker_share([100], before, {100: 90, 101: 310, 102: 11})
+    shared = _smallest_worker_share([100], before, {100: 90, 101: 160, 102: 150})
+    assert alone < MIN_WORKER_SHARE <= shared
+    assert shared == pytest.approx(140 / 290)
+
+
 def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         tool_missing("wrk is not installed")
@@ -72,6 +83,9 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
         assert cpu["app"] > 0, (name, cpu)
         assert cpu["total"] >= cpu["app"]
         assert len(mode["rounds"]) == 1
+        # Both gunicorn workers served the round (or it was measured again, at most four times).
+        assert 1 <= mode["rounds"][0]["attempts"] <= 4
+        assert 0 <= mode["rounds"][0]["worker_share"] <= 0.5
     for mode in ("sidecar", "sidecar_real"):
         assert report["modes"][mode]["cpu_us_per_request"]["sidecar"] > 0
     for mode in REFERENCE_MODES:  # the reference proxy's own CPU, beside the app's
@@ -87,6 +101,7 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
     assert not set(REFERENCE_RATIOS) & set(report["targets"]), "a reference has no target"
     assert "CPU us/request" in run.stdout
     assert "nginx CPU per proxied whoami request" in run.stdout
+    assert report["runs_measured_again"] >= 0
 
 
 @pytest.mark.parametrize("argv", [["--rounds", "0"], ["--seconds", "0"]])
