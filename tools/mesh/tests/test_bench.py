@@ -83,8 +83,8 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
         assert cpu["app"] > 0, (name, cpu)
         assert cpu["total"] >= cpu["app"]
         assert len(mode["rounds"]) == 1
-        # Both gunicorn workers served the round (or it was measured again, at most four times).
-        assert 1 <= mode["rounds"][0]["attempts"] <= 4
+        # Both gunicorn workers served the round (or it was measured again, at most eight times).
+        assert 1 <= mode["rounds"][0]["attempts"] <= 8
         assert 0 <= mode["rounds"][0]["worker_share"] <= 0.5
     for mode in ("sidecar", "sidecar_real"):
         assert report["modes"][mode]["cpu_us_per_request"]["sidecar"] > 0

@@ -205,7 +205,7 @@ def measure(mode: Mode, load: Load, seconds: int, connections: int) -> Round:
 
 #: A run counts when every worker did at least half its fair share of the app's CPU.
 MIN_WORKER_SHARE = 0.5 / WORKERS
-ATTEMPTS = 4
+ATTEMPTS = 8
 
 
 def _smallest_worker_share(
@@ -297,7 +297,10 @@ def run_bench(
         modes = _modes(fleet, _user_token(fleet), run_dir, registry, extra)
         nginx = ensure_nginx() if reference else None
         if nginx is not None:
-            modes += _reference_modes(nginx, modes, run_dir, extra)
+            # Each next to the mode it is compared with, so a ratio's two runs are seconds apart.
+            whoami, real = _reference_modes(nginx, modes, run_dir, extra)
+            modes.insert(modes.index(_mode(modes, "sidecar")) + 1, whoami)
+            modes.insert(modes.index(_mode(modes, "sidecar_real")) + 1, real)
         elif reference:
             print("[bench] nginx is not available (and not installable here): no reference proxy", flush=True)
         for mode in modes:  # every mode answers correctly before it is timed, then warms up
@@ -388,9 +391,15 @@ def _modes(
     ]
 
 
-def _reference_modes(nginx: str, modes: list[Mode], run_dir: Path, extra: list[ManagedProcess]) -> list[Mode]:
+def _mode(modes: Sequence[Mode], key: str) -> Mode:
+    return next(mode for mode in modes if mode.key == key)
+
+
+def _reference_modes(
+    nginx: str, modes: list[Mode], run_dir: Path, extra: list[ManagedProcess]
+) -> tuple[Mode, Mode]:
     """nginx in front of the in-process app: a proxy hop that costs as little as C makes it."""
-    inprocess = next(mode for mode in modes if mode.key == "inprocess")
+    inprocess = _mode(modes, "inprocess")
     port = free_port()
     conf = run_dir / "nginx" / "nginx.conf"
     conf.parent.mkdir()
@@ -407,10 +416,10 @@ def _reference_modes(nginx: str, modes: list[Mode], run_dir: Path, extra: list[M
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}{READYZ}", watch=[proc])
     processes = {"app": inprocess.processes["app"], "nginx": [proc.pid]}
-    return [
+    return (
         Mode("nginx", "nginx (reference)", url + ENDPOINT, inprocess.token, processes),
         Mode("nginx_real", "nginx, real (reference)", url + REAL_ENDPOINT, inprocess.token, processes),
-    ]
+    )
 
 
 # What the sidecar does too, minus the token: keep-alive connections to the app, the request id and
