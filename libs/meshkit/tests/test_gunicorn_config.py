@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -57,3 +61,18 @@ def test_the_app_is_the_wsgi_module_next_to_the_settings(
     else:
         monkeypatch.setenv("DJANGO_SETTINGS_MODULE", settings)
     assert importlib.reload(config).wsgi_app == app
+
+
+def test_control_sockets_of_masters_that_are_gone_are_removed(tmp_path: Path) -> None:
+    """A SIGKILLed master leaves gunicorn-<pid>.ctl behind; the next master to start deletes it."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"gunicorn-{gone.pid}.ctl"
+    alive = tmp_path / f"gunicorn-{os.getpid()}.ctl"
+    other = tmp_path / "gunicorn-notapid.ctl"
+    for path in (stale, alive, other):
+        path.touch()
+    assert config.remove_stale_control_sockets(tmp_path) == [stale]
+    assert not stale.exists()
+    assert alive.exists(), "a running master's socket stays"
+    assert other.exists(), "a file that names no pid stays"

@@ -6,6 +6,7 @@ a pod) from the runtime contract (:mod:`meshcontract`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -127,8 +128,40 @@ control_socket = setting(
 control_socket_disable = control_socket == "off"
 
 
+def remove_stale_control_sockets(directory: Path) -> list[Path]:
+    """Delete the control sockets (``gunicorn-<pid>.ctl``) of masters that no longer run.
+
+    A master stopped cleanly removes its own; one that was killed (SIGKILL, an OOM kill) leaves it behind,
+    and under `make up` masters come and go in one temporary directory. Returns what was deleted.
+    """
+    removed = []
+    for path in directory.glob("gunicorn-*.ctl"):
+        pid = path.stem.removeprefix("gunicorn-")
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        with contextlib.suppress(OSError):  # another user's, or gone already
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def on_starting(server: Any) -> None:
-    """Start every master with an empty metrics directory, so old workers' files are not summed."""
+    """Start every master with an empty metrics directory, so old workers' files are not summed.
+
+    Control sockets left behind by killed masters are removed too.
+    """
+    if not control_socket_disable:
+        remove_stale_control_sockets(Path(control_socket).parent)
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return
