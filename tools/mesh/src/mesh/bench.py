@@ -396,7 +396,7 @@ def _mode(modes: Sequence[Mode], key: str) -> Mode:
 
 
 def _reference_modes(
-    nginx: str, modes: list[Mode], run_dir: Path, extra: list[ManagedProcess]
+    nginx: str, modes: Sequence[Mode], run_dir: Path, extra: list[ManagedProcess]
 ) -> tuple[Mode, Mode]:
     """nginx in front of the in-process app: a proxy hop that costs as little as C makes it."""
     inprocess = _mode(modes, "inprocess")
