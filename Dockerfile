@@ -36,7 +36,7 @@ ENV DJANGO_SETTINGS_MODULE=${SERVICE}.settings \
 # runtime's configuration (no secret, no database address), and is set for this one step only.
 RUN MESHKIT_BUILD=1 /app/.venv/bin/django-admin collectstatic --noinput
 
-# meshauth alone (no Django extra): the sidecar is an aiohttp proxy.
+# meshauth alone (no Django extra): the sidecar is an asyncio proxy (uvloop, httptools).
 FROM workspace AS sidecar-build
 ARG SSL_CERT_FILE
 RUN --mount=type=cache,target=/root/.cache/uv \

@@ -16,8 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp.test_utils import make_mocked_request
-from aiohttp.web import Response
 
 from meshauth.headers import PrincipalSigner, sign_principal, verify_principal_headers
 from meshauth.principal import Principal
@@ -189,9 +187,8 @@ def test_the_signer_forgets_old_tokens_instead_of_growing() -> None:
 
 
 def _log_one(path: str, status: int = 200) -> None:
-    logger = sidecar_logging.AccessLogger(sidecar_logging.logging.getLogger("meshauth.sidecar.access"), "")
-    request = make_mocked_request("GET", path)
-    logger.log(request, Response(status=status, headers={"X-Request-ID": "req-1"}), 0.0123)
+    logger = sidecar_logging.AccessLogger(sidecar_logging.logging.getLogger("meshauth.sidecar.access"))
+    logger.log("GET", path, status, "req-1", 0.0123)
 
 
 def test_access_lines_are_json_written_in_one_batch(capsys: pytest.CaptureFixture[str]) -> None:

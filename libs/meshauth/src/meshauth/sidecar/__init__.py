@@ -1,4 +1,4 @@
-"""The meshauth sidecar: an aiohttp reverse proxy that verifies tokens in front of the app.
+"""The meshauth sidecar: a reverse proxy that verifies tokens in front of the app.
 
 Importing this package does not import Django.
 """

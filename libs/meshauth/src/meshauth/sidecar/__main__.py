@@ -9,11 +9,11 @@ import socket
 import sys
 
 import uvloop
-from aiohttp import web
 
 from meshauth.settings import inherited_fd
 from meshauth.sidecar.config import ConfigError, SidecarConfig
 from meshauth.sidecar.logging import ACCESS_LINES, configure_logging
+from meshauth.sidecar.protocol import HttpServer
 from meshauth.sidecar.proxy import Sidecar, create_metrics_server, create_server
 
 __all__ = ["main", "serve"]
@@ -24,13 +24,19 @@ log = logging.getLogger("meshauth.sidecar")
 DRAIN_SECONDS = 6.0
 
 
-def _site(runner: web.BaseRunner, listen: tuple[str, int], backlog: int = 128) -> web.BaseSite:
+async def _listen(server: HttpServer, listen: tuple[str, int], backlog: int = 128) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
     fd = inherited_fd(listen)
     if fd is not None:
         # A socket its supervisor keeps open across restarts: connections queue instead of being
         # refused while no sidecar runs, and a replacement takes over with none lost.
-        return web.SockSite(runner, socket.socket(fileno=fd))
-    return web.TCPSite(runner, *listen, backlog=backlog)
+        return await loop.create_server(server, sock=socket.socket(fileno=fd), backlog=backlog)
+    return await loop.create_server(server, *listen, backlog=backlog, reuse_address=True)
+
+
+def _name(listener: asyncio.Server) -> str:
+    host, port = listener.sockets[0].getsockname()[:2]
+    return f"http://{host}:{port}"
 
 
 async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> None:
@@ -42,15 +48,11 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     sidecar = Sidecar(config)
     await sidecar.start()
     server = create_server(sidecar)
-    runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
-    await runner.setup()
-    site = _site(runner, config.listen, backlog=1024)
-    await site.start()
-    metrics_runner = web.ServerRunner(create_metrics_server(sidecar), shutdown_timeout=1)
-    await metrics_runner.setup()
-    metrics_site = _site(metrics_runner, config.metrics_listen)
-    await metrics_site.start()
-    log.info("listening on %s (metrics on %s), upstream %s", site.name, metrics_site.name, config.upstream)
+    listener = await _listen(server, config.listen, backlog=1024)
+    metrics_server = create_metrics_server(sidecar)
+    metrics_listener = await _listen(metrics_server, config.metrics_listen)
+    names = _name(listener), _name(metrics_listener)
+    log.info("listening on %s (metrics on %s), upstream %s", *names, config.upstream)
     await stop.wait()
     log.info("stopping: no new connections, draining in-flight requests")
     # Close the listening socket (a replacement on the same socket takes the new connections),
@@ -58,15 +60,16 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     # that reuses a keep-alive connection at the moment it is closed sees an error, so connections
     # are closed after an answer, or once idle longer than clients keep them (httpx: 5 s).
     # Metrics are scraped until the end.
-    sidecar.draining = True
-    await site.stop()
+    server.draining = True
+    listener.close()
     deadline = loop.time() + min(DRAIN_SECONDS, config.shutdown_timeout)
     while server.connections and loop.time() < deadline:
         await asyncio.sleep(0.1)
-    # cleanup() waits (up to shutdown_timeout) for the requests still being served, then closes
-    # whatever idle connection is left.
-    await runner.cleanup()
-    await metrics_runner.cleanup()
+    # Then wait (up to shutdown_timeout) for the requests still being answered, and close whatever
+    # idle connection is left.
+    await server.shutdown(config.shutdown_timeout)
+    metrics_listener.close()
+    await metrics_server.shutdown(1)
     await sidecar.close()
     ACCESS_LINES.flush()
     log.info("stopped")

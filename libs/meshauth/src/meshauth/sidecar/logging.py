@@ -12,11 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from time import time as wallclock
+from urllib.parse import unquote
 
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
-
-from meshcontract import REQUEST_ID_HEADER, is_probe
+from meshcontract import is_probe
 
 __all__ = ["ACCESS_LINES", "AccessLogger", "JsonFormatter", "LineBatch", "configure_logging"]
 
@@ -39,7 +37,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-class AccessLogger(AbstractAccessLogger):
+class AccessLogger:
     """One JSON line per request, except ``/livez`` and ``/readyz``.
 
     The lines have the :class:`JsonFormatter` shape plus the request's fields, but are built
@@ -49,25 +47,31 @@ class AccessLogger(AbstractAccessLogger):
     ``LOG_LEVEL=WARNING`` (or higher) turns the access log off.
     """
 
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._name = _json_str(logger.name)
+
     @property
     def enabled(self) -> bool:
+        """False at ``LOG_LEVEL=WARNING`` and above: the server then skips :meth:`log` entirely."""
         return self.logger.isEnabledFor(logging.INFO)
 
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        path = request.path
+    def log(self, method: str, target: str, status: int, request_id: str, seconds: float) -> None:
+        """Add the line for a request (``target`` as sent) answered with ``status`` after ``seconds``."""
+        raw_path = target.partition("?")[0]
+        path = unquote(raw_path, errors="surrogateescape") if "%" in raw_path else raw_path
         # Probes every few seconds would bury the requests that matter (scrapes go to the metrics
         # listener, which has no access log). The contract's exact rule: ``/livezX/../x`` is logged.
-        if is_probe(path) and request.raw_path.startswith(path):
+        if is_probe(path) and target.startswith(path):
             return
-        method, status = _json_str(request.method), response.status
         quoted_path = _json_str(path)
-        message = _json_str(f"{request.method} {path} {status}")
-        request_id = _json_str(response.headers.get(REQUEST_ID_HEADER, ""))
+        message = _json_str(f"{method} {path} {status}")
+        method, request_id = _json_str(method), _json_str(request_id)
         ACCESS_LINES.add(
             # json.dumps' own separators: the same text as JsonFormatter would write.
-            f'{{"time": "{_now()}", "level": "INFO", "logger": {_json_str(self.logger.name)}, '
+            f'{{"time": "{_now()}", "level": "INFO", "logger": {self._name}, '
             f'"message": {message}, "method": {method}, "path": {quoted_path}, "status": {status}, '
-            f'"duration_ms": {round(time * 1000, 2)}, "request_id": {request_id}}}\n'
+            f'"duration_ms": {round(seconds * 1000, 2)}, "request_id": {request_id}}}\n'
         )
 
 

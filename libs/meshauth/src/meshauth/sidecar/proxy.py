@@ -35,14 +35,12 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
-import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Final
 
-from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from meshauth.errors import InvalidToken
@@ -51,7 +49,7 @@ from meshauth.principal import Principal
 from meshauth.sidecar.config import SidecarConfig
 from meshauth.sidecar.logging import AccessLogger
 from meshauth.sidecar.metrics import SidecarMetrics
-from meshauth.sidecar.protocol import SidecarServer
+from meshauth.sidecar.protocol import Answer, BodyIncomplete, BodyTooLarge, HttpServer, Request, error_answer
 from meshauth.sidecar.stall import Stalled, StallGuard
 from meshauth.sidecar.target import BadTarget, Target, parse_target
 from meshauth.sidecar.upstream import HOP_BY_HOP, Disconnected, Pool, Response, UpstreamError, UpstreamTimeout
@@ -82,6 +80,7 @@ _REPLACED: Final = frozenset(
 # Methods whose requests announce a body even when it is empty.
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _BUFFER_LIMIT: Final = 65_536
+_REQUEST_ID: Final = REQUEST_ID_HEADER.lower()
 _MAX_HEADER_NAMES: Final = 1024
 
 
@@ -92,14 +91,19 @@ class _BodyRefused(Exception):
 
 
 def _json_response(
-    status: int, reason: str, detail: str, request_id: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    body = json.dumps({"detail": detail, "reason": reason}).encode()
-    out = {REQUEST_ID_HEADER: request_id, **(headers or {})}
-    return web.Response(status=status, body=body, content_type="application/json", headers=out)
+    status: int,
+    reason: str,
+    detail: str,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+    *,
+    close: bool = False,
+) -> Answer:
+    out = [(REQUEST_ID_HEADER, request_id), *(headers or {}).items()]
+    return error_answer(status, reason, detail, out, close=close)
 
 
-def _denial(exc: InvalidToken, request_id: str) -> web.Response:
+def _denial(exc: InvalidToken, request_id: str) -> Answer:
     if exc.reason == "jwks_unavailable":
         # The token may be fine: a 401 would make the client log in again for nothing.
         return _json_response(503, exc.reason, exc.detail, request_id, {"Retry-After": "5"})
@@ -116,8 +120,8 @@ def _is_trusted(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv
     return any(address in network for network in networks)
 
 
-def _request_id(request: web.BaseRequest) -> str:
-    request_id = request.headers.get(REQUEST_ID_HEADER, "")
+def _request_id(request: Request) -> str:
+    request_id = request.value(_REQUEST_ID)
     return request_id if valid_request_id(request_id) else _new_request_id()
 
 
@@ -146,9 +150,6 @@ class Sidecar:
         # Which inbound header names are dropped, decided once per name (bounded: names are the
         # client's choice).
         self._dropped: dict[str, bool] = {}
-        # Set on SIGTERM once the listening socket is closed: every answer then says
-        # ``Connection: close``, so clients open their next connection to the replacement.
-        self.draining = False
         # The only place requests go: the request target contributes a path and a query, nothing else.
         self._pool: Pool | None = None
         self._host = ""
@@ -194,10 +195,10 @@ class Sidecar:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """The aiohttp low-level handler."""
+    async def handle(self, request: Request) -> Answer:
+        """The server's handler: every request to the sidecar's public port."""
         try:
-            target = parse_target(request.raw_path, self.config.max_url_bytes)
+            target = parse_target(request.target, self.config.max_url_bytes)
         except BadTarget as exc:
             self.metrics.rejected_requests.labels(exc.reason).inc()
             return _json_response(exc.status, exc.reason, exc.detail, _request_id(request))
@@ -211,32 +212,29 @@ class Sidecar:
         try:
             response = await self._serve(request, target)
             status = response.status
-            if self.draining and not response.prepared:
-                response.force_close()
             return response
         finally:
             self.metrics.active_requests.dec()
             method = request.method if request.method in KNOWN_METHODS else "_OTHER"
             self.metrics.observe_request(method, status, time.perf_counter() - start)
 
-    async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_metrics(self, request: Request) -> Answer:
         """The metrics listener's handler: ``GET /metrics/sidecar`` and nothing else."""
         if request.path != METRICS_PATH or request.method not in ("GET", "HEAD"):
             return _json_response(404, "not_found", "Not found.", _request_id(request))
         body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Answer(200, [("Content-Type", CONTENT_TYPE_LATEST)], body)
 
-    async def _serve(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
-        inbound = request.headers
+    async def _serve(self, request: Request, target: Target) -> Answer:
         request_id = _request_id(request)
         if self.shutting_down:
             return _json_response(503, "shutting_down", "The service is restarting.", request_id)
-        if len(request.raw_headers) > self.config.max_headers:
+        if len(request.headers) > self.config.max_headers:
             self.metrics.rejected_requests.labels("too_many_headers").inc()
             detail = f"Send at most {self.config.max_headers} header fields."
             return _json_response(431, "too_many_headers", detail, request_id)
-        if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > self.config.max_header_bytes:
-            auth = inbound.getall("Authorization", [])
+        if sum(len(k) + len(v) + 4 for k, v in request.headers) > self.config.max_header_bytes:
+            auth = request.values("authorization")
             if any(len(value) > self.config.max_token_bytes for value in auth):
                 # An oversized token is a token problem: answer like the verifier would.
                 return _denial(InvalidToken("too_large"), request_id)
@@ -251,23 +249,22 @@ class Sidecar:
         token: str | None = None
         if not self.config.is_public(target.path):
             try:
-                principal, token = await self._authenticate(inbound)
+                principal, token = await self._authenticate(request)
             except InvalidToken as exc:
                 return _denial(exc, request_id)
         body: bytes | None = None
-        if request.body_exists:
+        if request.has_body:
             try:
                 body = await self._read_body(request)
             except _BodyRefused as exc:
                 self.metrics.rejected_requests.labels(exc.reason).inc()
-                response = _json_response(exc.status, exc.reason, exc.detail, request_id)
-                response.force_close()  # the rest of the body is not worth waiting for
-                return response
+                # The rest of the body is not worth waiting for.
+                return _json_response(exc.status, exc.reason, exc.detail, request_id, close=True)
         head = self._upstream_head(request, principal, token, request_id, body)
         return await self._forward(request, head, body, request_id)
 
-    async def _authenticate(self, inbound: CIMultiDictProxy[str]) -> tuple[Principal | None, str | None]:
-        values = inbound.getall("Authorization", [])
+    async def _authenticate(self, request: Request) -> tuple[Principal | None, str | None]:
+        values = request.values("authorization")
         if not values:
             self.metrics.auth.decision("anonymous")
             return None, None
@@ -292,7 +289,7 @@ class Sidecar:
 
     def _upstream_head(
         self,
-        request: web.BaseRequest,
+        request: Request,
         principal: Principal | None,
         token: str | None,
         request_id: str,
@@ -302,30 +299,29 @@ class Sidecar:
 
         The target is the client's, already checked to be origin-form (:func:`parse_target`); the
         headers are the client's minus those dropped here, plus the sidecar's own. Values arrive
-        from aiohttp's parser, which refuses CR and LF in them, so none can start another header.
+        from llhttp, which refuses CR, LF and NUL in them, so none can start another header.
         """
-        inbound = request.headers
         listed = (
-            {name.strip().lower() for value in inbound.getall("Connection") for name in value.split(",")}
-            if "Connection" in inbound
+            {name.strip().lower() for value in request.values("connection") for name in value.split(",")}
+            if "connection" in request
             else None
         )
-        lines = [f"{request.method} {request.raw_path} HTTP/1.1\r\n"]
-        for name, value in inbound.items():
+        lines = [f"{request.method} {request.target} HTTP/1.1\r\n"]
+        for name, value in request.headers:
             if self._drops(name) or (listed and name.lower() in listed):
                 continue
             lines.append(f"{name}: {value}\r\n")
-        if "Host" not in inbound:
+        if "host" not in request:
             lines.append(f"Host: {self._host}\r\n")
         if principal is not None and token is not None:
             lines.append(f"Authorization: Bearer {token}\r\n")
             for name, value in self._signer.sign(principal, token).items():
                 lines.append(f"{name}: {value}\r\n")
-        peer = request.remote or ""
-        forwarded_for = ", ".join(inbound.getall("X-Forwarded-For", []))
-        proto = request.scheme
+        peer = request.peer
+        forwarded_for = ", ".join(request.values("x-forwarded-for"))
+        proto = "http"  # the sidecar speaks plain HTTP: TLS ends at the ingress
         if self.config.trusted_proxies and _is_trusted(peer, self.config.trusted_proxies):
-            claimed = inbound.get("X-Forwarded-Proto", "").lower()
+            claimed = request.value("x-forwarded-proto").lower()
             proto = claimed if claimed in ("http", "https") else proto
         lines.append(
             f"{REQUEST_ID_HEADER}: {request_id}\r\n"
@@ -340,46 +336,37 @@ class Sidecar:
         # surrogateescape: bytes that are not UTF-8 reach the app exactly as the client sent them.
         return "".join(lines).encode("utf-8", "surrogateescape")
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
+    async def _read_body(self, request: Request) -> bytes:
         """The whole request body, read before the app is involved (as nginx buffers requests).
 
         An app worker is taken only once the body is here: a client dribbling its body ties up a
         coroutine of the sidecar (for at most ``body_timeout``), never a gunicorn worker. A chunked
         body is counted as it arrives, so it cannot exceed the cap either.
         """
-        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+        if request.value("expect").lower() == "100-continue":
             # The headers passed every check: the client may send the body now.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        limit = self.config.max_body_bytes
-        length = request.content_length
+            request.send_continue()
         try:
             async with asyncio.timeout(self.config.body_timeout):
-                if length is not None:
-                    return await request.content.readexactly(length)
-                buffer = bytearray()
-                async for chunk in request.content.iter_any():
-                    buffer += chunk
-                    if len(buffer) > limit:
-                        raise _BodyRefused(413, "body_too_large", "The request body is too large.")
-                return bytes(buffer)
+                return await request.read_body(self.config.max_body_bytes)
+        except BodyTooLarge:
+            raise _BodyRefused(413, "body_too_large", "The request body is too large.") from None
         except TimeoutError:
             raise _BodyRefused(
                 408, "body_timeout", f"The request body did not arrive within {self.config.body_timeout:g} s."
             ) from None
-        except (asyncio.IncompleteReadError, web.RequestPayloadError, ConnectionError):
+        except (BodyIncomplete, ConnectionError):
             raise _BodyRefused(
                 400, "body_incomplete", "The request body ended early or is malformed."
             ) from None
 
-    async def _forward(
-        self, request: web.BaseRequest, head: bytes, body: bytes | None, request_id: str
-    ) -> web.StreamResponse:
+    async def _forward(self, request: Request, head: bytes, body: bytes | None, request_id: str) -> Answer:
         assert self._pool is not None, "start() was not awaited"  # noqa: S101 - programming error
         # A pooled connection the app just closed or reset (a worker recycled, stopping or killed)
         # fails before the app read anything: a request without a body can safely be tried once
         # more on a fresh connection. So can one the app deduplicates (an Idempotency-Key, as Go's
         # net/http decides too) if its body is small: the buffered bytes are sent again as they are.
-        replayable = body is None or (len(body) <= _BUFFER_LIMIT and "Idempotency-Key" in request.headers)
+        replayable = body is None or (len(body) <= _BUFFER_LIMIT and "idempotency-key" in request)
         message = head + body if body else head
         head_only = request.method == "HEAD"
         if self.stall is not None and self.stall.stalled:
@@ -403,10 +390,7 @@ class Sidecar:
             # gateway; clients and load balancers retry a 503. An answer the sidecar cannot read
             # is the app's fault: 502.
             return self._upstream_error(exc.kind, 503 if exc.kind == "connect" else 502, request_id)
-        try:
-            return await self._relay(request, upstream, request_id)
-        finally:
-            upstream.release()
+        return await self._relay(request, upstream, request_id)
 
     async def _ask(self, message: bytes, head_only: bool, fresh: bool = False) -> Response:
         """The app's answer to ``message`` (its head); raises :class:`Stalled` once the app stalls."""
@@ -430,7 +414,7 @@ class Sidecar:
         answer.release()
         return True
 
-    def _upstream_error(self, kind: str, status: int, request_id: str, retry_after: int = 5) -> web.Response:
+    def _upstream_error(self, kind: str, status: int, request_id: str, retry_after: int = 5) -> Answer:
         self.metrics.upstream_errors.labels(kind).inc()
         log.warning("upstream %s: %s", kind, self.config.upstream)
         retry = {"Retry-After": str(retry_after)} if status == 503 else None
@@ -438,69 +422,70 @@ class Sidecar:
             status, "upstream_unavailable", "The service is unavailable, retry shortly.", request_id, retry
         )
 
-    async def _relay(
-        self, request: web.BaseRequest, upstream: Response, request_id: str
-    ) -> web.StreamResponse:
-        headers: CIMultiDict[str] = CIMultiDict(upstream.headers)  # hop-by-hop ones already gone
-        headers.setdefault(REQUEST_ID_HEADER, request_id)
+    async def _relay(self, request: Request, upstream: Response, request_id: str) -> Answer:
+        """The app's answer for the client: whole when it is small, else streamed as it arrives."""
+        headers = upstream.headers  # hop-by-hop ones already gone
+        if not any(name.lower() == _REQUEST_ID for name, _ in headers):
+            headers = [*headers, (REQUEST_ID_HEADER, request_id)]
         length = upstream.content_length
         bodiless = request.method == "HEAD" or upstream.status in (204, 304)
+        if bodiless:
+            upstream.release()
+            # The app's Content-Length (of the body a GET would get) is passed on as it is.
+            return Answer(upstream.status, headers, reason=upstream.reason)
         head = b""
-        if not bodiless and (length is None or length <= _BUFFER_LIMIT):
+        if length is None or length <= _BUFFER_LIMIT:
             # Most API answers are small, often chunked (no Content-Length): buffer up to the
             # limit and answer in one write; only larger bodies are streamed.
             try:
                 head = await upstream.read_up_to(_BUFFER_LIMIT + 1)
             except UpstreamError as exc:
+                upstream.release()
                 return self._upstream_error(
                     exc.kind, 504 if isinstance(exc, UpstreamTimeout) else 502, request_id
                 )
             if len(head) <= _BUFFER_LIMIT and upstream.at_eof():
-                headers.popall("Content-Length", None)
-                return web.Response(
-                    status=upstream.status, reason=upstream.reason, headers=headers, body=head
-                )
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-        if self.draining:
-            response.force_close()
+                upstream.release()
+                return Answer(upstream.status, headers, head, reason=upstream.reason)
+        return Answer(upstream.status, headers, reason=upstream.reason, stream=self._rest(upstream, head))
+
+    async def _rest(self, upstream: Response, head: bytes) -> AsyncIterator[bytes]:
+        """A large answer's body, piece by piece; the app's connection is released at the end."""
         try:
-            await response.prepare(request)
             if head:
-                await response.write(head)
-            if not bodiless:
-                async for chunk in upstream.iter_chunks():
-                    await response.write(chunk)
-            await response.write_eof()
-        except (UpstreamError, ConnectionResetError):
-            # Headers are gone already (or the client left): the only signal left is a cut connection.
+                yield head
+            async for chunk in upstream.iter_chunks():
+                yield chunk
+        except UpstreamError:
+            # Headers are gone already: the only signal left is a cut connection.
             self.metrics.upstream_errors.labels("stream").inc()
-            if request.transport is not None:
-                request.transport.close()
-        return response
+            raise ConnectionAbortedError("the app's answer broke off") from None
+        finally:
+            upstream.release()
 
 
-def create_server(sidecar: Sidecar) -> web.Server:
-    """An aiohttp low-level server running ``sidecar.handle`` (parser limits from the config)."""
+def create_server(sidecar: Sidecar) -> HttpServer:
+    """The server for the sidecar's public port, running ``sidecar.handle``."""
     config = sidecar.config
-    # The parser's header-field limit is generous on purpose: the handler enforces the real cap and
-    # answers it in JSON (an oversized token as 401 too_large, other headers as 431). A request line
-    # far too long is the parser's to refuse (SidecarServer answers 414 in JSON); the line holds the
-    # method and version too, the handler enforces the target's own length exactly.
-    max_line = config.max_url_bytes + 64
-    max_field = max(8190, max(config.max_header_bytes, config.max_token_bytes) * 4)
-    return SidecarServer(
+    # Hard caps, generous on purpose: the handler enforces the real limits and answers them in JSON
+    # (an oversized token as 401 too_large, other headers as 431). The target's own length is
+    # checked exactly by the server and by parse_target alike (414).
+    return HttpServer(
         sidecar.handle,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("meshauth.sidecar.access"),
-        max_line_size=max_line,
-        # Distinct from max_line_size: the overflowing limit tells a long target from a long header.
-        max_field_size=max_field if max_field != max_line else max_field + 1,
-        # The handler counts exactly (the parser's count is off by its own bookkeeping); far above
-        # the cap, the parser stops reading and SidecarServer answers the same 431.
-        max_headers=config.max_headers * 2,
+        max_target_bytes=config.max_url_bytes,
+        max_fields=config.max_headers * 2,
+        max_field_bytes=max(8190, max(config.max_header_bytes, config.max_token_bytes) * 4),
+        max_body_bytes=config.max_body_bytes,
+        access_log=AccessLogger(logging.getLogger("meshauth.sidecar.access")),
     )
 
 
-def create_metrics_server(sidecar: Sidecar) -> web.Server:
+def create_metrics_server(sidecar: Sidecar) -> HttpServer:
     """The metrics listener: ``/metrics/sidecar`` for Prometheus, on its own port (no access log)."""
-    return SidecarServer(sidecar.handle_metrics, access_log=None)
+    return HttpServer(
+        sidecar.handle_metrics,
+        max_target_bytes=1024,
+        max_fields=100,
+        max_field_bytes=16_384,
+        max_body_bytes=0,
+    )
