@@ -53,7 +53,11 @@ class SidecarProcess:
             stderr=subprocess.STDOUT,
             pass_fds=(sock.fileno(),) if sock else (),
         )
-        wait_until(self._up, timeout=20)
+        try:
+            wait_until(self._up, timeout=20)
+        except BaseException:
+            self.stop()  # never ready: not left running after the test
+            raise
 
     def _up(self) -> bool:
         if self.process.poll() is not None:
