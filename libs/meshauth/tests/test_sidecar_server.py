@@ -124,3 +124,20 @@ def test_a_slow_reader_gets_a_large_answer_whole(sidecar: SidecarProcess) -> Non
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert body == b"x" * 65_536 * 16
+
+
+def test_a_header_that_never_ends_is_a_431_not_a_growing_buffer(
+    sidecar: SidecarProcess, upstream: Upstream
+) -> None:
+    hits = upstream.hits
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=10) as sock:
+        sock.sendall(b"GET /api/v1/orders HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        try:
+            for _ in range(64):  # 4 MiB of one header value, never ended
+                sock.sendall(b"a" * 65_536)
+        except ConnectionError:
+            pass  # refused (and the connection closed) before the client was done
+        answers = _answers(_read_until_closed(sock))
+    assert [status for status, _, _ in answers] == [431]
+    assert json.loads(answers[0][2])["reason"] == "headers_too_large"
+    assert upstream.hits == hits

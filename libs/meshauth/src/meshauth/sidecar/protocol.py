@@ -62,6 +62,8 @@ KEEPALIVE_SECONDS: Final = 75.0
 #: close): closing on unread bytes resets the connection, which can destroy the answer in flight.
 LINGER_SECONDS: Final = 2.0
 _BODILESS_STATUS: Final = frozenset({204, 304})
+# Read-size slack on top of a header cap: what one read may bring beyond the piece it ends.
+_SLACK: Final = 65_536
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REQUEST_ID: Final = REQUEST_ID_HEADER.lower()
 _BAD_TARGET: Final = "The request target must be a path starting with one '/'."
@@ -321,6 +323,9 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._fields: dict[str, list[str]] = {}
         self._field_bytes = 0
+        # Bytes received since the parser last handed over a piece (httptools holds a header field
+        # until it ends): bounded, so a field that never ends cannot grow without limit.
+        self._unparsed = 0
         self._parsing: Request | None = None  # the request whose body is arriving
         self._queue: deque[Request | _Refusal] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -348,8 +353,13 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # the rest of what the client sends after the last answer: dropped
+        self._unparsed += len(data)  # the parser's callbacks set it back to zero
         try:
             self._parser.feed_data(data)
+            if self._unparsed > self.server.max_field_bytes + _SLACK:
+                raise _Refusal(431, "headers_too_large", "Request headers are too large.")
+        except _Refusal as refusal:
+            self._refuse(refusal)
         except httptools.HttpParserUpgrade:
             self._last = True  # answered as a plain request; nothing is read after it
         except httptools.HttpParserCallbackError as exc:
@@ -396,12 +406,14 @@ class _Connection(asyncio.Protocol):
         self._headers, self._fields, self._field_bytes = [], {}, 0
 
     def on_url(self, piece: bytes) -> None:
+        self._unparsed = 0
         self._target.append(piece)
         self._target_size += len(piece)
         if self._target_size > self.server.max_target_bytes:
             raise _Refusal(414, "uri_too_long", "The request target is too long.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._unparsed = 0
         self._field_bytes += len(name) + len(value) + 4
         if len(self._headers) >= self.server.max_fields:
             raise _Refusal(431, "too_many_headers", "Too many header fields.")
@@ -439,6 +451,7 @@ class _Connection(asyncio.Protocol):
             self._task = self.loop.create_task(self._answer())
 
     def on_body(self, data: bytes) -> None:
+        self._unparsed = 0
         if self._parsing is not None:
             self._parsing._feed(data)
 

@@ -343,10 +343,10 @@ class Sidecar:
         coroutine of the sidecar (for at most ``body_timeout``), never a gunicorn worker. A chunked
         body is counted as it arrives, so it cannot exceed the cap either.
         """
-        if request.value("expect").lower() == "100-continue":
-            # The headers passed every check: the client may send the body now.
-            request.send_continue()
         try:
+            if request.value("expect").lower() == "100-continue":
+                # The headers passed every check: the client may send the body now.
+                request.send_continue()
             async with asyncio.timeout(self.config.body_timeout):
                 return await request.read_body(self.config.max_body_bytes)
         except BodyTooLarge:
