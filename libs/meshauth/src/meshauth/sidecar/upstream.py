@@ -480,6 +480,7 @@ class Pool:
         self._address: tuple[str, int] | None = None
         self._idle: list[_Connection] = []
         self._open = 0
+        self._connecting = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def start(self) -> None:
@@ -528,7 +529,11 @@ class Pool:
                     if not conn.closed and now - conn.idle_since < KEEPALIVE_SECONDS:
                         return conn
                     conn.close()
-            if self._open < self._config.upstream_connections:
+            # One connection opened at a time: gunicorn's workers share one listening socket, and a
+            # burst of connections is accepted by whichever worker wakes first, often all by one
+            # (which then serves them on one core while the others idle). Opened one after another,
+            # each lands while the worker that took the previous one is busy with its request.
+            if self._open < self._config.upstream_connections and (fresh or not self._connecting):
                 return await self._connect()
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
@@ -540,6 +545,7 @@ class Pool:
 
     async def _connect(self) -> _Connection:
         self._open += 1
+        self._connecting += 1
         conn = _Connection(self)
         try:
             async with asyncio.timeout(self._config.http_timeout):
@@ -550,8 +556,10 @@ class Pool:
                     await self.loop.create_connection(lambda: conn, *self._address)
         except (OSError, TimeoutError) as exc:
             self._open -= 1
-            self._wake_one()
             raise ConnectFailed(f"cannot connect to the app: {exc}") from None
+        finally:
+            self._connecting -= 1
+            self._wake_one()  # the next waiter takes an idle connection or opens the next one
         return conn
 
     def put_back(self, conn: _Connection) -> None:
