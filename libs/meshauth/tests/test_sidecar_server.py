@@ -141,3 +141,12 @@ def test_a_header_that_never_ends_is_a_431_not_a_growing_buffer(
     assert [status for status, _, _ in answers] == [431]
     assert json.loads(answers[0][2])["reason"] == "headers_too_large"
     assert upstream.hits == hits
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(sidecar: SidecarProcess) -> None:
+    # `printf 'GET …' | nc`: the request, then the end of the client's sending side.
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=10) as sock:
+        sock.sendall(b"GET /slow/half-closed HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        answers = _answers(_read_until_closed(sock))
+    assert [(status, json.loads(body)["path"]) for status, _, body in answers] == [(200, "/slow/half-closed")]

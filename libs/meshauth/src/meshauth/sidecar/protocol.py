@@ -333,6 +333,7 @@ class _Connection(asyncio.Protocol):
         self._reading = True
         self._last = False  # no request after those queued (a parse error, an upgrade)
         self._lingering = False
+        self._eof = False  # the client sends nothing more
         self._closed = False
         self._drained: asyncio.Future[None] | None = None  # set while the transport's buffer is full
 
@@ -375,7 +376,7 @@ class _Connection(asyncio.Protocol):
         if self._parsing is not None:
             self._parsing._fail()
         # Half-closed by the client: the answers still queued are written, then the connection closes.
-        self._last = True
+        self._last = self._eof = True
         if self._lingering or not self._queue:
             self.close()
         return True
@@ -493,6 +494,9 @@ class _Connection(asyncio.Protocol):
         """After the last answer: send FIN, drop what the client still sends, close once it stops."""
         transport = self.transport
         if transport is None or transport.is_closing() or self._lingering:
+            return
+        if self._eof:
+            self.close()  # nothing more will arrive: nothing to wait for
             return
         self._lingering = True
         self._parsing = None
