@@ -213,7 +213,7 @@ def _lookup(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     if value is not None:
         return value
-    # Plain dicts are case-sensitive; Django's and aiohttp's header mappings are not.
+    # Plain dicts are case-sensitive; Django's and httpx's header mappings are not.
     lowered = name.lower()
     for key, candidate in headers.items():
         if key.lower() == lowered:
