@@ -14,6 +14,8 @@ import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import ThreadingUnixStreamServer
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -56,6 +58,23 @@ class _Server:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.thread.join(5)
+
+
+class _UnixServer(ThreadingUnixStreamServer):
+    """An HTTP server on a unix socket (the app behind a pod's sidecar), in a daemon thread."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
+        super().__init__(path, handler)
+        self.owner = owner
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
         self.thread.join(5)
 
 
@@ -171,6 +190,10 @@ class FakeIdentity:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+    def serve_unix(self, path: str) -> _UnixServer:
+        """The same endpoints on a unix socket too (``stop()`` the result)."""
+        return _UnixServer(path, _IdentityHandler, SimpleNamespace(identity=self))
 
     def add_key(self, algorithm: Algorithm = "RS256", publish: bool = True) -> str:
         key = generate_private_key(algorithm)

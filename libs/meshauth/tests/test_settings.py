@@ -55,6 +55,12 @@ def test_a_django_setting_may_be_typed_already(settings: Any) -> None:
         ("MESHAUTH_JWKS_TTL", "-1", "MESHAUTH_JWKS_TTL must not be negative."),
         ("MESHAUTH_MAX_TOKEN_BYTES", "8k", "MESHAUTH_MAX_TOKEN_BYTES='8k' is not a whole number."),
         ("MESHAUTH_ALGORITHMS", "HS256", "MESHAUTH_ALGORITHMS must name some of EdDSA, RS256, not 'HS256'."),
+        (
+            "MESHAUTH_JWKS_URL",
+            "http+unix://run/app.sock/.well-known/jwks.json",
+            "MESHAUTH_JWKS_URL='http+unix://run/app.sock/.well-known/jwks.json': the socket path must be "
+            "absolute and percent-encoded (%2Frun%2F…)",
+        ),
     ],
 )
 def test_a_bad_value_is_the_same_one_line_error_in_both(

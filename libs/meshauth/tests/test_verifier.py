@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -66,6 +67,21 @@ def test_a_service_token_gives_a_service(identity: FakeIdentity) -> None:
 def test_eddsa_tokens_verify_too(identity: FakeIdentity) -> None:
     kid = identity.add_key("EdDSA")
     assert make_verifier(identity).verify(identity.token(kid=kid)).subject == "42"
+
+
+def test_the_keys_can_come_over_a_unix_socket(identity: FakeIdentity, tmp_path) -> None:
+    """identity's own sidecar reads the keys from the gunicorn beside it, on the pod's socket."""
+    path = str(tmp_path / "app.sock")
+    server = identity.serve_unix(path)
+    try:
+        url = f"http+unix://{urllib.parse.quote(path, safe='')}/.well-known/jwks.json"
+        verifier = Verifier(issuer=ISSUER, audience=AUDIENCE, jwks=JWKSCache(url, timeout=1.0))
+        identity.stop()  # nothing on TCP: the keys can only have come over the socket
+        assert verifier.verify(identity.token(sub="7")).subject == "7"
+        assert identity.jwks_hits == 1
+        verifier.close()
+    finally:
+        server.stop()
 
 
 def test_one_of_several_audiences_is_enough(identity: FakeIdentity) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -200,3 +201,42 @@ def test_migrate_locked_refuses_a_transaction_pooler_and_changes_nothing(admin_u
             conn.close()
     finally:
         drop_database(admin_url, name)
+
+
+def test_a_unix_socket_handed_over_outlives_every_master(
+    private_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """`mesh up` holds the app's unix socket (the sidecar's upstream) across gunicorn generations: a
+    master that stops leaves the socket's path, and the next one serves on it."""
+    _, url = fresh_database(private_postgres.admin_url())
+    path = tmp_path / "app.sock"
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.bind(str(path))
+    held.listen(64)
+    env = app_env(
+        url,
+        GUNICORN_BIND=f"fd://{held.fileno()}",
+        METRICS_BIND="",
+        GUNICORN_WORKERS="1",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    assert migrate(env).wait(120) == 0
+    client = httpx.Client(transport=httpx.HTTPTransport(uds=str(path)), timeout=60.0)  # waits in the queue
+    try:
+        for generation in range(2):
+            app = ManagedProcess(
+                name=f"gunicorn-{generation}",
+                argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn"),
+                env=env,
+                log_path=tmp_path / f"gunicorn-{generation}.log",
+                pass_fds=(held.fileno(),),
+            )
+            app.start()
+            try:
+                assert client.get("http://localhost/livez").status_code == 200, app.tail()
+            finally:
+                app.stop()
+            assert path.is_socket(), f"generation {generation} removed the supervisor's socket path"
+    finally:
+        client.close()
+        held.close()

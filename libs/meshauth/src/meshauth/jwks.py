@@ -1,5 +1,10 @@
 """identity's public keys, fetched over HTTP and cached.
 
+The URL is ``http(s)://…``, or ``http+unix://<socket path, percent-encoded>/<path>`` for an app in
+the same pod behind a unix socket (identity's own sidecar reads the keys from the gunicorn beside it:
+``http+unix://%2Frun%2Fgunicorn%2Fapp.sock/.well-known/jwks.json``), the form of requests-unixsocket
+and docker-py.
+
 Rules, in order of importance:
 
 * no network call on the hot path while the cache is fresh;
@@ -19,6 +24,7 @@ import os
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,14 @@ from meshauth.keys import ALGORITHMS
 from meshauth.metrics import AuthMetrics
 from meshcontract import variable
 
-__all__ = ["JWKSCache", "VerificationKey", "declared_default", "default_cache_file"]
+__all__ = [
+    "UNIX_SCHEME",
+    "JWKSCache",
+    "VerificationKey",
+    "declared_default",
+    "default_cache_file",
+    "http_client",
+]
 
 log = logging.getLogger("meshauth.jwks")
 
@@ -51,6 +64,21 @@ HTTP_TIMEOUT: Final = declared_default("MESHAUTH_HTTP_TIMEOUT")
 MAX_JWKS_BYTES: Final = 1_048_576
 MIN_RSA_BITS: Final = 2048
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
+UNIX_SCHEME: Final = "http+unix://"
+
+
+def http_client(url: str, timeout: float) -> tuple[httpx.Client, str]:
+    """A client for ``url`` and the URL to ask it: ``http+unix://`` URLs go over their socket (as
+    ``http://localhost/<path>``); a socket path must be absolute."""
+    if not url.startswith(UNIX_SCHEME):
+        return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False), url
+    parts = urllib.parse.urlsplit(url)
+    socket_path = urllib.parse.unquote(parts.netloc)
+    if not socket_path.startswith("/"):
+        raise ValueError(f"{url!r}: the socket path must be absolute and percent-encoded (%2Frun%2F…)")
+    transport = httpx.HTTPTransport(uds=socket_path)
+    client = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout), follow_redirects=False)
+    return client, urllib.parse.urlunsplit(("http", "localhost", parts.path or "/", parts.query, ""))
 
 
 def default_cache_file(url: str) -> str:
@@ -145,7 +173,7 @@ class JWKSCache:
         self.metrics = metrics
         self._clock = clock
         self._loader = loader
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False)
+        self._client, self._request_url = http_client(url, timeout)
         self._keys: dict[str, VerificationKey] = {}
         self._fetched_at: float | None = None
         self._last_attempt: float | None = None
@@ -305,7 +333,9 @@ class JWKSCache:
         return self._document
 
     def _download(self) -> Any:
-        with self._client.stream("GET", self.url, headers={"Accept": "application/json"}) as response:
+        with self._client.stream(
+            "GET", self._request_url, headers={"Accept": "application/json"}
+        ) as response:
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}")
             body = bytearray()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Self, cast
 from urllib.parse import urlsplit
 
-from meshauth.jwks import JWKSCache, default_cache_file
+from meshauth.jwks import JWKSCache, default_cache_file, http_client
 from meshauth.metrics import AuthMetrics
 from meshauth.verifier import MAX_LEEWAY, SUPPORTED_ALGORITHMS, Verifier
 from meshcontract import variable
@@ -175,6 +175,10 @@ class AuthSettings:
         ):
             if not value:
                 raise SettingsError(f"Set {name} ({why}).")
+        try:
+            http_client(self.jwks_url, timeout=1.0)[0].close()
+        except ValueError as exc:
+            raise SettingsError(f"MESHAUTH_JWKS_URL={exc}") from None
 
     def require_principal_secret(self, why: str) -> None:
         """Signing or trusting principal headers needs a secret of at least 16 bytes."""

@@ -175,12 +175,19 @@ def on_starting(server: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    """Do not kill workers for a heartbeat missed while the whole container was paused.
+    """Do not kill workers for a heartbeat missed while the whole container was paused; leave a
+    supervisor's sockets to the supervisor.
 
     A paused container (SIGSTOP, the cgroup freezer, a suspended VM) resumes with every heartbeat
     file as old as the pause, and gunicorn would kill every worker for "WORKER TIMEOUT" at once.
     """
     heartbeat.install(server)
+    if bind[0].startswith("fd://"):
+        # The listening sockets are a supervisor's (`mesh up` holds them across gunicorn generations):
+        # a master that stops must leave a unix socket's path in place, as it does for sockets systemd
+        # hands over. (gunicorn's only other use of the flag is its USR2 re-exec, which `mesh up` does
+        # not use: it starts a new master on the same sockets instead.)
+        server.systemd = True
 
 
 def post_fork(server: Any, worker: Any) -> None:
