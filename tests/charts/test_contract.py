@@ -20,7 +20,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -263,8 +263,23 @@ def test_ports_line_up_in_sidecar_mode(renderer: Renderer, chart: str) -> None:
     sidecar = container(rendered, "Deployment", "meshauth")
     app_env, sidecar_env = env_of(rendered, app), env_of(rendered, sidecar)
     assert sidecar["restartPolicy"] == "Always", "the sidecar must be a native sidecar"
-    assert app_env["GUNICORN_BIND"].startswith("127.0.0.1:"), "gunicorn must not be reachable from outside"
-    assert _port(app_env["GUNICORN_BIND"]) == _port(sidecar_env["MESHAUTH_SIDECAR_UPSTREAM"])
+    # gunicorn listens on a unix socket only the two containers mount: nothing else can reach it
+    assert (
+        app_env["GUNICORN_BIND"]
+        == sidecar_env["MESHAUTH_SIDECAR_UPSTREAM"]
+        == f"unix:{contract.UPSTREAM_SOCKET}"
+    )
+    socket_dir = str(PurePosixPath(contract.UPSTREAM_SOCKET).parent)
+    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "gunicorn"]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    mounting = {
+        c["name"]: m.get("readOnly", False)
+        for c in spec.get("initContainers", []) + spec["containers"]
+        for m in c.get("volumeMounts", [])
+        if m["name"] == "gunicorn" and m["mountPath"] == socket_dir
+    }
+    assert mounting == {"app": False, "meshauth": True}, "the app binds the socket; the sidecar only connects"
     listen = _port(sidecar_env["MESHAUTH_SIDECAR_LISTEN"])
     assert [p["containerPort"] for p in sidecar["ports"] if p["name"] == "http"] == [listen]
     # The app's only port is its internal one (metrics, admin); its API is reached through the sidecar.
@@ -280,8 +295,7 @@ def test_ports_line_up_in_sidecar_mode(renderer: Renderer, chart: str) -> None:
     assert rendered.one("Service")["spec"]["ports"][0]["targetPort"] == "http"
     # The contract's ports, which are its defaults too (the code's own defaults are held to those above).
     assert listen == contract.APP_PORT == _port(str(contract.variable("MESHAUTH_SIDECAR_LISTEN").default))
-    upstream = contract.variable("MESHAUTH_SIDECAR_UPSTREAM").default
-    assert _port(app_env["GUNICORN_BIND"]) == contract.UPSTREAM_PORT == _port(str(upstream))
+    assert contract.variable("MESHAUTH_SIDECAR_UPSTREAM").default == f"unix:{contract.UPSTREAM_SOCKET}"
     sidecar_metrics = contract.variable("MESHAUTH_SIDECAR_METRICS_LISTEN").default
     assert metrics_listen == contract.SIDECAR_METRICS_PORT == _port(str(sidecar_metrics))
     assert _port(app_env["METRICS_BIND"]) == contract.METRICS_PORT

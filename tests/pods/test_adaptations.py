@@ -91,7 +91,8 @@ def test_addresses_move_to_loopback_and_identifiers_stay(renderer: ChartRenderer
     docs = renderer.render("orders", "orders", pod_values(REGISTRY["orders"], "sidecar"))
     configmap = next(d for d in docs if d["kind"] == "ConfigMap" and "data" in d)["data"]
     adapted = adapt_env_map(configmap, address_replacements(REGISTRY, PORTS, "orders"))
-    assert adapted["GUNICORN_BIND"] == f"127.0.0.1:{PORTS['orders'].app}"
+    # gunicorn keeps its socket: on the pod's own volume, it collides with no other pod
+    assert adapted["GUNICORN_BIND"] == configmap["GUNICORN_BIND"] == "unix:/run/gunicorn/app.sock"
     # the internal listener on the port `make up` gives it (mesh.toml port + 2000), off 0.0.0.0
     assert configmap["METRICS_BIND"] == "0.0.0.0:9090"
     assert adapted["METRICS_BIND"] == f"127.0.0.1:{REGISTRY['orders'].metrics_port}"
@@ -101,7 +102,6 @@ def test_addresses_move_to_loopback_and_identifiers_stay(renderer: ChartRenderer
     )
     assert adapted["MESHAUTH_ISSUER"] == configmap["MESHAUTH_ISSUER"] == "http://identity:8000"
     assert {k for k in configmap if configmap[k] != adapted[k]} == {
-        "GUNICORN_BIND",
         "METRICS_BIND",
         "CATALOG_URL",
         "MESHAUTH_JWKS_URL",
@@ -120,17 +120,16 @@ def test_every_pod_gets_its_own_internal_ports(renderer: ChartRenderer) -> None:
         played = adapt_pod_spec(spec, address_replacements(REGISTRY, PORTS, service.name), {})
         sidecar = {e["name"]: e.get("value") for c in played["containers"] for e in c.get("env", [])}
         binds = [
-            adapted["GUNICORN_BIND"],
             adapted["METRICS_BIND"],
             sidecar["MESHAUTH_SIDECAR_LISTEN"],
             sidecar["MESHAUTH_SIDECAR_METRICS_LISTEN"],
         ]
         assert all(bind.startswith("127.0.0.1:") for bind in binds), binds
         # the same ports as `make up` (mesh.Fleet): one rule, from mesh.toml
-        assert binds[1] == f"127.0.0.1:{service.metrics_port}"
-        assert binds[3] == f"127.0.0.1:{service.sidecar_metrics_port}"
+        assert binds[0] == f"127.0.0.1:{service.metrics_port}"
+        assert binds[2] == f"127.0.0.1:{service.sidecar_metrics_port}"
         listening += binds
-    assert len(listening) == len(set(listening)) == 4 * len(REGISTRY.services)
+    assert len(listening) == len(set(listening)) == 3 * len(REGISTRY.services)
 
 
 def test_docs_list_every_adaptation() -> None:

@@ -63,7 +63,7 @@ DATABASE_POOLER: "transaction"
 {{- end }}
 READYZ_TIMEOUT: {{ .Values.probes.readyzTimeoutSeconds | toString | quote }}
 {{- if include "django-service.config.sidecarEnabled" . }}
-GUNICORN_BIND: {{ printf "127.0.0.1:%s" (include "django-service.contract.upstreamPort" .) | quote }}
+GUNICORN_BIND: {{ printf "unix:%s" (include "django-service.contract.upstreamSocket" .) | quote }}
 {{- else }}
 GUNICORN_BIND: {{ printf "0.0.0.0:%s" (include "django-service.contract.httpPort" .) | quote }}
 {{- /* in-process, gunicorn is the front door: it believes X-Forwarded-Proto only from the ingress */}}
@@ -113,7 +113,7 @@ MESHAUTH_AUDIENCE: {{ include "django-service.config.audience" . | quote }}
 MESHAUTH_JWKS_URL: {{ include "django-service.config.jwksUrl" . | quote }}
 MESHAUTH_PRINCIPAL_SECRET_FILE: {{ include "django-service.config.principalSecretFile" . | quote }}
 MESHAUTH_SIDECAR_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.contract.httpPort" .) | quote }}
-MESHAUTH_SIDECAR_UPSTREAM: {{ printf "http://127.0.0.1:%s" (include "django-service.contract.upstreamPort" .) | quote }}
+MESHAUTH_SIDECAR_UPSTREAM: {{ printf "unix:%s" (include "django-service.contract.upstreamSocket" .) | quote }}
 MESHAUTH_SIDECAR_METRICS_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.contract.sidecarMetricsPort" .) | quote }}
 MESHAUTH_SIDECAR_TRUSTED_PROXIES: {{ .Values.ingress.trustedProxies | join "," | quote }}
 MESHAUTH_PUBLIC_PATHS: {{ .Values.auth.publicPaths | join "," | quote }}

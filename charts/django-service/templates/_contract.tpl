@@ -6,9 +6,14 @@
 8000
 {{- end -}}
 
-{{/* Usage: {{ include "django-service.contract.upstreamPort" . }} (gunicorn on 127.0.0.1 behind the sidecar) */}}
-{{- define "django-service.contract.upstreamPort" -}}
-8080
+{{/* Usage: {{ include "django-service.contract.upstreamSocket" . }} (gunicorn's unix socket behind the sidecar) */}}
+{{- define "django-service.contract.upstreamSocket" -}}
+/run/gunicorn/app.sock
+{{- end -}}
+
+{{/* Usage: {{ include "django-service.contract.upstreamSocketDir" . }} (the memory volume holding it, mounted by the app and the sidecar only) */}}
+{{- define "django-service.contract.upstreamSocketDir" -}}
+/run/gunicorn
 {{- end -}}
 
 {{/* Usage: {{ include "django-service.contract.metricsPort" . }} (the app's internal listener: /metrics and the admin; never behind the Service's public port) */}}

@@ -16,6 +16,11 @@ volumes:
     emptyDir:
       medium: Memory
       sizeLimit: 1Mi
+  {{- /* gunicorn's unix socket, the sidecar's upstream: in the app's and the sidecar's mounts only */}}
+  - name: gunicorn
+    emptyDir:
+      medium: Memory
+      sizeLimit: 1Mi
 {{- end }}
 {{- if .context.Values.auth.clientId }}
   {{- /* The workers' shared service tokens (MESHAUTH_TOKEN_CACHE_DIR): in memory, the app container's only. */}}
@@ -37,6 +42,8 @@ volumeMounts:
   - name: meshauth
     mountPath: /run/meshauth
     readOnly: true
+  - name: gunicorn
+    mountPath: {{ include "django-service.contract.upstreamSocketDir" .context }}
 {{- end }}
 {{- if .context.Values.auth.clientId }}
   - name: service-tokens
@@ -182,6 +189,10 @@ readinessProbe:
       mountPath: /tmp
     - name: meshauth
       mountPath: /run/meshauth
+      readOnly: true
+    {{- /* connecting to a socket needs no write access to its directory */}}
+    - name: gunicorn
+      mountPath: {{ include "django-service.contract.upstreamSocketDir" . }}
       readOnly: true
 {{- end -}}
 

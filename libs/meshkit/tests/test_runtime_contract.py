@@ -86,10 +86,10 @@ def test_the_ports_table_is_the_contracts_and_names_no_service_port(monkeypatch:
     for service in fleet.values():
         assert str(service["port"]) not in ports
     assert "`mesh.toml`" in ports
-    monkeypatch.setattr(contract, "UPSTREAM_PORT", 8181)
-    monkeypatch.setattr(contract, "LOCAL_APP_PORT_OFFSET", 1500)
-    assert "`127.0.0.1:8181`" in contract.render_ports()
-    assert "`port + 1500` on 127.0.0.1" in contract.render_ports()
+    monkeypatch.setattr(contract, "UPSTREAM_SOCKET", "/run/app/gunicorn.sock")
+    monkeypatch.setattr(contract, "LOCAL_METRICS_PORT_OFFSET", 2500)
+    assert "`unix:/run/app/gunicorn.sock`" in contract.render_ports()
+    assert "`port + 2500`" in contract.render_ports()
 
 
 def test_fleet_families_are_spelled_out_per_service() -> None:

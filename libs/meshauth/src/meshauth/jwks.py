@@ -36,10 +36,9 @@ import jwt
 from meshauth.errors import InvalidToken
 from meshauth.keys import ALGORITHMS
 from meshauth.metrics import AuthMetrics
-from meshcontract import variable
+from meshcontract import UNIX_HTTP_SCHEME, variable
 
 __all__ = [
-    "UNIX_SCHEME",
     "JWKSCache",
     "VerificationKey",
     "declared_default",
@@ -64,13 +63,12 @@ HTTP_TIMEOUT: Final = declared_default("MESHAUTH_HTTP_TIMEOUT")
 MAX_JWKS_BYTES: Final = 1_048_576
 MIN_RSA_BITS: Final = 2048
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
-UNIX_SCHEME: Final = "http+unix://"
 
 
 def http_client(url: str, timeout: float) -> tuple[httpx.Client, str]:
     """A client for ``url`` and the URL to ask it: ``http+unix://`` URLs go over their socket (as
     ``http://localhost/<path>``); a socket path must be absolute."""
-    if not url.startswith(UNIX_SCHEME):
+    if not url.startswith(UNIX_HTTP_SCHEME):
         return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False), url
     parts = urllib.parse.urlsplit(url)
     socket_path = urllib.parse.unquote(parts.netloc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,6 +24,7 @@ from typing import Final, Literal, TypeGuard
 __all__ = [
     "APP_PORT",
     "Kind",
+    "JWKS_PATH",
     "LIVEZ",
     "LOCAL_APP_PORT_OFFSET",
     "LOCAL_METRICS_PORT_OFFSET",
@@ -42,7 +44,8 @@ __all__ = [
     "SIDECAR_METRICS",
     "SIDECAR_METRICS_PORT",
     "QUIET_PATHS",
-    "UPSTREAM_PORT",
+    "UNIX_HTTP_SCHEME",
+    "UPSTREAM_SOCKET",
     "VARIABLES",
     "Reader",
     "Variable",
@@ -52,6 +55,7 @@ __all__ = [
     "names",
     "read_database_url_variable",
     "reader_role",
+    "unix_http_url",
     "render_ports",
     "render_tables",
     "valid_request_id",
@@ -62,6 +66,7 @@ __all__ = [
 LIVEZ: Final = "/livez"
 READYZ: Final = "/readyz"
 METRICS: Final = "/metrics"
+JWKS_PATH: Final = "/.well-known/jwks.json"  # identity's public keys, where every verifier fetches them
 SIDECAR_METRICS: Final = "/metrics/sidecar"  # the sidecar's own series, answered by the sidecar
 PROBES: Final = (LIVEZ, READYZ)
 # The app's paths kept out of its access log and request metrics: probes every few seconds and
@@ -80,16 +85,28 @@ def is_probe(path: str) -> bool:
     return path in PROBES
 
 
-# In a pod: the Service's `http` target (the sidecar, or gunicorn in-process), and gunicorn's loopback
-# port behind the sidecar.
+# In a pod: the Service's `http` target (the sidecar, or gunicorn in-process), and gunicorn's unix
+# socket behind the sidecar, on a memory-backed volume only the two containers mount (cheaper per
+# request than loopback TCP: the README's Performance section).
 APP_PORT: Final = 8000
-UPSTREAM_PORT: Final = 8080
+UPSTREAM_SOCKET: Final = "/run/gunicorn/app.sock"
+# A URL for an HTTP server on a unix socket (identity's sidecar reads the keys from the app beside it):
+# the form of requests-unixsocket and docker-py, the socket's path percent-encoded as the host.
+UNIX_HTTP_SCHEME: Final = "http+unix://"
+
+
+def unix_http_url(socket_path: str, path: str) -> str:
+    """``path`` of the HTTP server on ``socket_path``: ``http+unix://%2Frun%2F…%2Fapp.sock/path``."""
+    return f"{UNIX_HTTP_SCHEME}{urllib.parse.quote(socket_path, safe='')}{path}"
+
+
 # The internal listeners (never routed by the Ingress; only Prometheus may reach them): the app's
 # `/metrics` and admin, and the sidecar's `/metrics/sidecar`.
 METRICS_PORT: Final = 9090
 SIDECAR_METRICS_PORT: Final = 9091
 # `mesh up` on one machine: each service's sidecar listens on its `mesh.toml` port, its other listeners
-# on 127.0.0.1 at these offsets from it.
+# on 127.0.0.1 at these offsets from it (gunicorn's only with `mesh bench --upstream tcp`: the sidecar
+# reaches it on a unix socket otherwise, as in a pod).
 LOCAL_APP_PORT_OFFSET: Final = 1000
 LOCAL_METRICS_PORT_OFFSET: Final = 2000
 LOCAL_SIDECAR_METRICS_PORT_OFFSET: Final = 3000
@@ -519,7 +536,8 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "MESHAUTH_JWKS_URL",
         "url",
         (*SETTINGS, SIDECAR),
-        "identity's `/.well-known/jwks.json`",
+        "identity's `/.well-known/jwks.json`; `http+unix://<socket, percent-encoded>/<path>` asks an app "
+        "on a unix socket (identity's own sidecar)",
         unset="required (identity: its own keys, `MESHAUTH_JWKS_LOADER`)",
         section="meshauth",
     ),
@@ -676,8 +694,8 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "MESHAUTH_SIDECAR_UPSTREAM",
         "url",
         (SIDECAR,),
-        "the app behind the sidecar (`http://host:port`, or `unix:/path` for a socket)",
-        default=f"http://127.0.0.1:{UPSTREAM_PORT}",
+        "the app behind the sidecar: `unix:/path` (its socket), or `http://host:port`",
+        default=f"unix:{UPSTREAM_SOCKET}",
         section="meshauth",
     ),
     _v(
@@ -1030,7 +1048,11 @@ def render_ports() -> str:
     metrics = f"`port + {LOCAL_METRICS_PORT_OFFSET}`, `port + {LOCAL_SIDECAR_METRICS_PORT_OFFSET}`"
     rows = [
         (sidecar, f"`{APP_PORT}`", "the meshauth sidecar (the Service's `http` port); forwards to the app"),
-        (sidecar, f"`127.0.0.1:{UPSTREAM_PORT}`", "gunicorn (never reachable from outside the pod)"),
+        (
+            sidecar,
+            f"`unix:{UPSTREAM_SOCKET}`",
+            "gunicorn, for the sidecar only (a memory volume no other container mounts)",
+        ),
         (inprocess, f"`{APP_PORT}`", "gunicorn"),
         (
             "pod, both modes",
@@ -1044,7 +1066,7 @@ def render_ports() -> str:
             f"the sidecar's metrics listener: `{SIDECAR_METRICS}`; the Service's `sidecar-metrics` port",
         ),
         (local, "the service's `port` in `mesh.toml` (the README's fleet table)", "the sidecar"),
-        (local, f"`port + {LOCAL_APP_PORT_OFFSET}` on 127.0.0.1", "gunicorn"),
+        (local, "`unix:.mesh/run/<service>/app.sock`", "gunicorn behind the sidecar"),
         (local, f"{metrics} on 127.0.0.1", "the app's and the sidecar's metrics listeners"),
     ]
     lines = [PORTS_BEGIN, "", "| where | port | who listens |", "|---|---|---|"]

@@ -265,7 +265,7 @@ def run_bench(
     rounds: int = ROUNDS,
     connections: int = CONNECTIONS,
     json_path: Path | None = None,
-    upstream: str = "tcp",
+    upstream: str = "unix",
     reference: bool = True,
 ) -> int:
     if seconds < 1 or rounds < 1 or connections < 1:
@@ -286,7 +286,7 @@ def run_bench(
         fixed_ports=False,
         workers=WORKERS,
         only=("identity", "orders"),
-        unix_sockets=("orders",) if upstream == "unix" else (),
+        transport=upstream,
         # Recycling (max_requests) would restart workers mid-run, taking their CPU time with them:
         # measure steady state. Every mode gets the same workers.
         service_env={"orders": {"GUNICORN_THREADS": str(THREADS), "GUNICORN_MAX_REQUESTS": "0"}},

@@ -390,9 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     bench.add_argument(
         "--upstream",
-        choices=("tcp", "unix"),
-        default="tcp",
-        help="how orders' sidecar reaches gunicorn: loopback TCP (default, as deployed) or a unix socket",
+        choices=("unix", "tcp"),
+        default="unix",
+        help="how the sidecars reach gunicorn: a unix socket (default, as deployed) or loopback TCP",
     )
     bench.add_argument(
         "--no-reference",

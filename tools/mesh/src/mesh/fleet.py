@@ -25,11 +25,12 @@ from mesh.pooler import PgBouncer
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry, Service
-from meshcontract import READYZ, callee_url_variable, read_database_url_variable
+from meshcontract import JWKS_PATH, READYZ, callee_url_variable, read_database_url_variable, unix_http_url
 
 __all__ = ["Fleet", "PortInUse", "ServicePorts"]
 
 MODES = ("sidecar", "inprocess")
+TRANSPORTS = ("unix", "tcp")
 # PgBouncer's own port under `mesh up --pooler` (plus --port-offset).
 POOLER_PORT = 6432
 
@@ -58,6 +59,21 @@ def _listen(port: int, service: str) -> socket.socket:
     return sock
 
 
+def _listen_unix(path: Path) -> socket.socket:
+    """A listening unix socket at ``path``; a socket file left there by a killed mesh is replaced (the
+    run directory's lock keeps a live one from being there)."""
+    if path.is_socket():
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(1024)
+    return sock
+
+
 @dataclass(frozen=True)
 class ServicePorts:
     public: int
@@ -77,10 +93,10 @@ class Fleet:
     run_dir: Path
     mode: str = "sidecar"
     workers: int = 2
-    # Sidecar mode: services whose gunicorn listens on a unix socket for its sidecar instead of
-    # loopback TCP (`mesh bench --upstream unix` measures the difference; TCP is the default because
-    # the socket did not measure cheaper, see the README's Performance section).
-    unix_sockets: tuple[str, ...] = ()
+    # Sidecar mode: how a sidecar reaches its gunicorn: "unix", a socket in the run directory, as in
+    # a pod (cheaper per request: the README's Performance section), or "tcp", the port + 1000
+    # (`mesh bench --upstream tcp` measures the difference).
+    transport: str = "unix"
     fixed_ports: bool = True
     port_offset: int = 0
     only: tuple[str, ...] = ()
@@ -115,6 +131,8 @@ class Fleet:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
         for service in self.services:
             if self.fixed_ports:
                 self.ports[service.name] = ServicePorts(
@@ -139,13 +157,14 @@ class Fleet:
                 ports = self.ports[service.name]
                 bound = {"public": _listen(ports.public, service.name)}
                 self.sockets[service.name] = bound
-                unix = self.mode == "sidecar" and service.name in self.unix_sockets
-                if not unix:
-                    # The internal port too: a new generation serves it while the old one drains.
-                    bound["metrics"] = _listen(ports.metrics, service.name)
-                if self.mode == "sidecar" and not unix:
-                    bound["app"] = _listen(ports.app, service.name)
+                # The internal port too: a new generation serves it while the old one drains.
+                bound["metrics"] = _listen(ports.metrics, service.name)
                 if self.mode == "sidecar":
+                    bound["app"] = (
+                        _listen_unix(self.socket_path(service))
+                        if self.transport == "unix"
+                        else _listen(ports.app, service.name)
+                    )
                     bound["sidecar_metrics"] = _listen(ports.sidecar_metrics, service.name)
         except PortInUse:
             self.close_sockets()
@@ -154,7 +173,10 @@ class Fleet:
     def close_sockets(self, names: Iterable[str] | None = None) -> None:
         for name in list(names) if names is not None else list(self.sockets):
             for sock in self.sockets.pop(name, {}).values():
+                path = sock.getsockname() if sock.family == socket.AF_UNIX else ""
                 sock.close()
+                if path:
+                    Path(path).unlink(missing_ok=True)
 
     @property
     def services(self) -> list[Service]:
@@ -195,7 +217,7 @@ class Fleet:
             "MESHAUTH_ISSUER": identity,
             # Its own name (service tokens) and the mesh-wide audience of end users' tokens.
             "MESHAUTH_AUDIENCE": f"{service.name},mesh",
-            "MESHAUTH_JWKS_URL": f"{identity}/.well-known/jwks.json",
+            "MESHAUTH_JWKS_URL": f"{identity}{JWKS_PATH}",
             "MESHAUTH_IDENTITY_URL": identity,
             "MESHAUTH_PRINCIPAL_SECRET": self._principal_secrets[service.name],
             "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / service.name / "metrics"),
@@ -205,7 +227,7 @@ class Fleet:
         }
         if service.name == "identity" and self.mode == "sidecar":
             # identity's sidecar reads the keys from the app beside it, not through itself.
-            env["MESHAUTH_JWKS_URL"] = f"http://127.0.0.1:{self.ports['identity'].app}/.well-known/jwks.json"
+            env["MESHAUTH_JWKS_URL"] = self.app_url(service, JWKS_PATH)
         client = self.client_credentials().get(service.name)
         if client:
             env["MESHAUTH_CLIENT_ID"] = service.name
@@ -268,17 +290,12 @@ class Fleet:
         """A new (not started) gunicorn process for ``service``, on the socket the fleet holds."""
         self.listen()
         env = self.env(service)
-        fds: tuple[int, ...] = ()
-        if self.mode == "sidecar" and service.name in self.unix_sockets:
-            # gunicorn binds the unix socket itself: it unlinks the path when it stops, so a socket
-            # held here would outlive its name. While it restarts, the sidecar answers 503.
-            bind = self.upstream(service)
-        else:
-            held = self.sockets[service.name]
-            sock = held["app" if self.mode == "sidecar" else "public"]
-            bind, fds = f"fd://{sock.fileno()}", (sock.fileno(), held["metrics"].fileno())
-            # gunicorn binds no address once it is given a descriptor: both listeners are inherited.
-            env["METRICS_BIND"] = f"fd://{held['metrics'].fileno()}"
+        held = self.sockets[service.name]
+        sock = held["app" if self.mode == "sidecar" else "public"]
+        bind, fds = f"fd://{sock.fileno()}", (sock.fileno(), held["metrics"].fileno())
+        # gunicorn binds no address once it is given a descriptor: both listeners are inherited (and
+        # meshkit's config keeps a stopping master from unlinking the unix socket's path).
+        env["METRICS_BIND"] = f"fd://{held['metrics'].fileno()}"
         return ManagedProcess(
             name=f"{service.name}-app",
             argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", f"{service.name}.wsgi"),
@@ -319,10 +336,16 @@ class Fleet:
         return started
 
     def upstream(self, service: Service) -> str:
-        """Where ``service``'s sidecar sends requests: its gunicorn's TCP port or unix socket."""
-        if service.name in self.unix_sockets:
+        """Where ``service``'s sidecar sends requests: its gunicorn's unix socket or TCP port."""
+        if self.transport == "unix":
             return f"unix:{self.socket_path(service)}"
         return f"http://127.0.0.1:{self.ports[service.name].app}"
+
+    def app_url(self, service: Service, path: str) -> str:
+        """``path`` of ``service``'s gunicorn behind its sidecar (http+unix:// on a socket)."""
+        if self.transport == "unix":
+            return unix_http_url(str(self.socket_path(service)), path)
+        return f"http://127.0.0.1:{self.ports[service.name].app}{path}"
 
     def socket_path(self, service: Service) -> Path:
         """Where ``service``'s gunicorn listens for its sidecar (a path short enough for AF_UNIX)."""

@@ -28,7 +28,6 @@ Doc = dict[str, Any]
 
 # The runtime contract's ports inside a pod (charts/django-service/templates/_config.tpl).
 POD_HTTP_PORT = 8000
-POD_UPSTREAM_PORT = 8080
 # The internal listeners: the app's /metrics and admin (METRICS_BIND), the sidecar's metrics.
 POD_METRICS_PORT = 9090
 POD_SIDECAR_METRICS_PORT = 9091
@@ -42,10 +41,11 @@ ADAPTATIONS: list[tuple[str, str]] = [
         "iptables); the host's network keeps all traffic on 127.0.0.0/8",
     ),
     (
-        "each pod's ports become its mesh.toml port (sidecar or in-process gunicorn) and port + 1000 "
-        "(gunicorn behind the sidecar), on 127.0.0.1 instead of 0.0.0.0:8000 and 127.0.0.1:8080",
-        "with the host's network all pods share one port space, so the contract's fixed 8000/8080 "
-        "would collide; listening on 127.0.0.1 keeps them off other interfaces",
+        "each pod's port becomes its mesh.toml port (sidecar or in-process gunicorn), on 127.0.0.1 "
+        "instead of 0.0.0.0:8000 (gunicorn behind the sidecar keeps its unix socket: each pod has its "
+        "own volume)",
+        "with the host's network all pods share one port space, so the contract's fixed 8000 would "
+        "collide; listening on 127.0.0.1 keeps them off other interfaces",
     ),
     (
         "each pod's internal listeners (METRICS_BIND, the app's /metrics and admin, and "
@@ -120,11 +120,10 @@ PROBE = ["python", "-m", "meshauth.sidecar.probe"]
 
 @dataclass(frozen=True)
 class PodPorts:
-    """Where one service's pod listens on the host: public (sidecar or in-process gunicorn), app, and
-    the internal listeners (the app's /metrics and admin, the sidecar's metrics)."""
+    """Where one service's pod listens on the host: public (sidecar or in-process gunicorn) and the
+    internal listeners (the app's /metrics and admin, the sidecar's metrics)."""
 
     public: int
-    app: int
     metrics: int
     sidecar_metrics: int
 
@@ -133,7 +132,6 @@ class PodPorts:
         """The ports `make up` gives ``service`` (mesh.Fleet's rule, from mesh.toml), so both agree."""
         return cls(
             service.port + port_offset,
-            service.app_port + port_offset,
             service.metrics_port + port_offset,
             service.sidecar_metrics_port + port_offset,
         )
@@ -142,7 +140,6 @@ class PodPorts:
         """The contract's in-pod ports → this pod's host ports (for probes)."""
         return {
             POD_HTTP_PORT: self.public,
-            POD_UPSTREAM_PORT: self.app,
             POD_METRICS_PORT: self.metrics,
             POD_SIDECAR_METRICS_PORT: self.sidecar_metrics,
         }
@@ -211,7 +208,6 @@ def address_replacements(registry: Registry, ports: dict[str, PodPorts], service
     own = ports[service]
     result = {
         f"0.0.0.0:{POD_HTTP_PORT}": f"127.0.0.1:{own.public}",
-        f"127.0.0.1:{POD_UPSTREAM_PORT}": f"127.0.0.1:{own.app}",
         f"0.0.0.0:{POD_METRICS_PORT}": f"127.0.0.1:{own.metrics}",
         f"0.0.0.0:{POD_SIDECAR_METRICS_PORT}": f"127.0.0.1:{own.sidecar_metrics}",
     }

@@ -22,6 +22,7 @@ none, and there the check alone guards the file.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def _skaffold(registry: Registry) -> str:
 def _chart_contract() -> str:
     context = {
         "http_port": str(meshcontract.APP_PORT),
-        "upstream_port": str(meshcontract.UPSTREAM_PORT),
+        "upstream_socket": meshcontract.UPSTREAM_SOCKET,
+        "upstream_socket_dir": os.path.dirname(meshcontract.UPSTREAM_SOCKET),
         "metrics_port": str(meshcontract.METRICS_PORT),
         "sidecar_metrics_port": str(meshcontract.SIDECAR_METRICS_PORT),
         "livez": meshcontract.LIVEZ,

@@ -29,10 +29,14 @@ def end(block: str) -> str:
 
 def fleet_table(registry: Registry) -> str:
     """Where each service of the local mesh (`make up`) answers."""
-    lines = ["| service | URL (sidecar) | app (gunicorn) | API docs |", "|---|---|---|---|"]
+    lines = [
+        "| service | URL (sidecar) | app (gunicorn, behind the sidecar) | API docs |",
+        "|---|---|---|---|",
+    ]
     for service in registry:
         url = f"http://127.0.0.1:{service.port}"
-        lines.append(f"| {service.name} | {url} | 127.0.0.1:{service.app_port} | {url}/api/v1/docs |")
+        socket = f"`.mesh/run/{service.name}/app.sock`"
+        lines.append(f"| {service.name} | {url} | {socket} | {url}/api/v1/docs |")
     return "\n".join(lines)
 
 

@@ -15,7 +15,6 @@ __all__ = ["ISSUER", "service_context"]
 
 # The service that signs every token; the others verify them against its JWKS (and so need it up).
 ISSUER = "identity"
-JWKS_PATH = "/.well-known/jwks.json"
 # The Secret key of the client secret is the variable's own name (the chart maps key to variable).
 CLIENT_SECRET_KEY = variable("MESHAUTH_CLIENT_SECRET").name
 
@@ -49,7 +48,9 @@ def service_context(service: Service) -> dict[str, str]:
         ),
         # The issuer's own sidecar reads the keys from the app beside it: through the Service it would
         # ask itself, and no token protects the JWKS anyway.
-        "jwks_url": f"http://127.0.0.1:{meshcontract.UPSTREAM_PORT}{JWKS_PATH}" if issuer else '""',
+        "jwks_url": meshcontract.unix_http_url(meshcontract.UPSTREAM_SOCKET, meshcontract.JWKS_PATH)
+        if issuer
+        else '""',
         "jwks_note": (
             f". {ISSUER}'s own sidecar reads the keys from the app beside it (the app itself reads them "
             "from its database)"
