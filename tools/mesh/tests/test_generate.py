@@ -235,7 +235,8 @@ def test_a_port_is_one_edit_in_mesh_toml(repo: Path, capsys: pytest.CaptureFixtu
     forward = skaffold_module(repo, "orders")["portForward"][0]
     assert (forward["localPort"], forward["port"]) == (8013, 8000)  # the Service's port stays the contract's
     readme = (repo / "README.md").read_text()
-    assert "| orders | http://127.0.0.1:8013 | `.mesh/run/orders/app.sock` | http://127.0.0.1:8013/api/v1/docs |" in readme
+    url = "http://127.0.0.1:8013"
+    assert f"| orders | {url} | `.mesh/run/orders/app.sock` | {url}/api/v1/docs |" in readme
     # The journey to paste, too: every URL of orders in the README's local-mesh section moved.
     local_mesh = readme.split("## The local mesh", 1)[1].split("\n## ", 1)[0]
     assert "curl -s http://127.0.0.1:8013/api/v1/orders" in local_mesh
