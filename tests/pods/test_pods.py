@@ -235,6 +235,36 @@ def test_every_pod_is_the_charts_shape_on_loopback(pods: PodsRun) -> None:
         assert probe.returncode == 0, probe.stdout + probe.stderr
 
 
+# A request to gunicorn's unix socket, sent from inside a container with the image's Python.
+ASK_SOCKET = (
+    "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/gunicorn/app.sock'); "
+    "s.sendall(b'GET /livez HTTP/1.0\\r\\n\\r\\n'); print(s.recv(64).decode().split()[1])"
+)
+
+
+def test_gunicorn_serves_the_sidecar_on_the_pods_own_socket(pods: PodsRun) -> None:
+    """Sidecar mode: gunicorn listens on the unix socket of a memory volume only the app (read-write)
+    and its sidecar (read-only) mount; identity's sidecar read its keys through it (a user token is
+    verified there); in-process, there is neither volume nor socket."""
+    for pod in pods.pods():
+        mounts = {
+            container: {
+                m["Destination"]: m["RW"]
+                for m in json.loads(podman("inspect", f"{pod}-{container}").stdout)[0]["Mounts"]
+            }
+            for container in (("app", "meshauth") if pods.mode == "sidecar" else ("app",))
+        }
+        if pods.mode == "inprocess":
+            assert "/run/gunicorn" not in mounts["app"]
+            continue
+        assert (mounts["app"]["/run/gunicorn"], mounts["meshauth"]["/run/gunicorn"]) == (True, False)
+        asked = podman("exec", f"{pod}-meshauth", "python", "-c", ASK_SOCKET, check=False)
+        assert (asked.returncode, asked.stdout.strip()) == (0, "200"), asked.stdout + asked.stderr
+    token = signup_and_login(pods.urls["identity"])
+    me = httpx.get(f"{pods.urls['identity']}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.text
+
+
 def test_principal_secret_is_born_in_the_pod(pods: PodsRun) -> None:
     if pods.mode == "inprocess":
         # No sidecar, so nothing to trust: no secret file and no volume for one.
