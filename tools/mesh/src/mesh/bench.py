@@ -63,9 +63,9 @@ REAL_ENDPOINT = "/api/v1/orders"
 WORKERS = 2
 THREADS = 4
 PASSWORD = "bench-password-not-secret"  # noqa: S105 - a throwaway account in a throwaway database
-#: Default shape of a run: 6 modes x ROUNDS x SECONDS (about 3 minutes of load). Chosen so that on
-#: the 2-core development machine, with other work running, the key ratios' min-max across rounds
-#: stays within +-10 % of their median (see the README).
+#: Default shape of a run: 8 modes x ROUNDS x SECONDS (about 4 minutes of load). On the 2-core
+#: development machine this keeps the whoami ratios' min-max across rounds within +-10 % of their
+#: median in most runs; longer rounds do not help when the host's speed swings (see the README).
 SECONDS = 5
 ROUNDS = 5
 CONNECTIONS = 8
