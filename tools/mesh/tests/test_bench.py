@@ -59,6 +59,22 @@ def test_a_run_one_worker_served_alone_is_told_from_a_shared_one() -> None:
     assert shared == pytest.approx(140 / 290)
 
 
+def test_a_round_of_slices_weighs_each_slice_by_its_requests() -> None:
+    """A slow slice counts for its share of the time and of the requests, not as one vote in two."""
+    from mesh.bench import Round, combine
+
+    fast = Round(4000, 2.0, 10.0, 4000, {"app": 500.0, "total": 500.0}, worker_share=0.45, attempts=1)
+    slow = Round(1000, 8.0, 40.0, 1000, {"app": 1000.0, "total": 1000.0}, worker_share=0.30, attempts=3)
+    round_ = combine([fast, slow])
+    assert round_.requests == 5000
+    assert round_.rps == pytest.approx(2500)  # 5,000 requests in 2 s, not the mean of 4,000 and 1,000
+    assert round_.cpu_us_per_request["app"] == pytest.approx(600)  # (4000 * 500 + 1000 * 1000) / 5000
+    assert round_.cpu_us_per_request["total"] == pytest.approx(600)
+    assert round_.worker_share == 0.30
+    assert (round_.attempts, round_.slices) == (4, 2)
+    assert (round_.p50_ms, round_.p99_ms) == (5.0, 25.0)
+
+
 def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         tool_missing("wrk is not installed")
@@ -66,7 +82,7 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
         tool_missing("nginx is not installed (Debian package nginx; .ci/run installs it)")
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "-m", "mesh", "bench", "--seconds", "1", "--rounds", "1", "--json", str(out)],
+        [sys.executable, "-m", "mesh", "bench", "--seconds", "2", "--rounds", "1", "--json", str(out)],
         cwd=find_root(),
         env={**os.environ, "DATABASE_ADMIN_URL": admin_url},
         capture_output=True,
@@ -83,8 +99,11 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
         assert cpu["app"] > 0, (name, cpu)
         assert cpu["total"] >= cpu["app"]
         assert len(mode["rounds"]) == 1
-        # Both gunicorn workers served the round (or it was measured again, at most eight times).
-        assert 1 <= mode["rounds"][0]["attempts"] <= 8
+        # Two one-second slices (introspection, alone: one run), each served by both gunicorn workers
+        # (or measured again, at most eight times).
+        slices = 1 if name == "introspect" else 2
+        assert mode["rounds"][0]["slices"] == slices
+        assert slices <= mode["rounds"][0]["attempts"] <= 8 * slices
         assert 0 <= mode["rounds"][0]["worker_share"] <= 0.5
     for mode in ("sidecar", "sidecar_real"):
         assert report["modes"][mode]["cpu_us_per_request"]["sidecar"] > 0

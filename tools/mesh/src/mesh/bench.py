@@ -63,11 +63,13 @@ REAL_ENDPOINT = "/api/v1/orders"
 WORKERS = 2
 THREADS = 4
 PASSWORD = "bench-password-not-secret"  # noqa: S105 - a throwaway account in a throwaway database
-#: Default shape of a run: 8 modes x ROUNDS x SECONDS (about 4 minutes of load). On the 2-core
-#: development machine this keeps the whoami ratios' min-max across rounds within +-10 % of their
-#: median in most runs; longer rounds do not help when the host's speed swings (see the README).
+#: Default shape of a run: 8 modes x ROUNDS x SECONDS (about 4 minutes of load), each mode's SECONDS
+#: in a round measured as one-second slices taking turns with the other modes on its endpoint. The
+#: host's speed swings within seconds: 5 s runs one after another kept the orders ratio within
+#: +-18 % across six rounds here, alternating 1 s slices within +-6 % (see the README).
 SECONDS = 5
 ROUNDS = 5
+SLICE_SECONDS = 1
 CONNECTIONS = 8
 WARMUP_SECONDS = 1
 
@@ -81,8 +83,10 @@ class Round:
     cpu_us_per_request: dict[str, float]
     #: The smallest share of the app's work any one gunicorn worker did (0.5 is even, with two).
     worker_share: float = 0.0
-    #: Runs it took to get one that reached every worker (see :func:`measure`).
+    #: Runs it took to get one that reached every worker (see :func:`measure`), over all its slices.
     attempts: int = 1
+    #: Slices the round was measured in (see :func:`measure_round`).
+    slices: int = 1
 
 
 @dataclass
@@ -95,6 +99,10 @@ class Mode:
     token: str | None
     processes: dict[str, list[int]]
     rounds: list[Round] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return REAL_ENDPOINT if self.url.endswith(REAL_ENDPOINT) else ENDPOINT
 
     def figure(self, pick: Callable[[Round], float]) -> dict[str, float]:
         return _spread([pick(r) for r in self.rounds])
@@ -208,6 +216,49 @@ MIN_WORKER_SHARE = 0.5 / WORKERS
 ATTEMPTS = 8
 
 
+def measure_round(group: Sequence[Mode], load: Load, seconds: int, connections: int) -> None:
+    """One round of every mode in ``group`` (one endpoint), in one-second slices taking turns.
+
+    The host's speed swings within seconds (every process's CPU per request moving by half between
+    neighbouring 5 s runs): two modes measured one after the other meet different hosts, and their
+    ratio swings with it. Taking turns every second, both sides of a ratio meet the same swings. A
+    mode alone runs once: slices would only cost it more runs measured again (each wrk start is a
+    new chance for one worker to take every connection).
+    """
+    if len(group) == 1:
+        group[0].rounds.append(measure(group[0], load, seconds, connections))
+        return
+    slices: dict[str, list[Round]] = {mode.key: [] for mode in group}
+    for _ in range(max(1, seconds // SLICE_SECONDS)):
+        for mode in group:
+            slices[mode.key].append(measure(mode, load, SLICE_SECONDS, connections))
+    for mode in group:
+        mode.rounds.append(combine(slices[mode.key]))
+
+
+def combine(slices: Sequence[Round]) -> Round:
+    """One round from its slices: rates over the whole time, CPU over every request.
+
+    wrk reports percentiles, not samples: the round's p50 and p99 are the medians of its slices'.
+    """
+    requests = sum(s.requests for s in slices)
+    elapsed = sum(s.requests / s.rps for s in slices if s.rps)
+    cpu = {
+        name: sum(s.cpu_us_per_request[name] * s.requests for s in slices) / requests
+        for name in slices[0].cpu_us_per_request
+    }
+    return Round(
+        rps=requests / elapsed if elapsed else 0.0,
+        p50_ms=statistics.median(s.p50_ms for s in slices),
+        p99_ms=statistics.median(s.p99_ms for s in slices),
+        requests=requests,
+        cpu_us_per_request=cpu,
+        worker_share=min(s.worker_share for s in slices),
+        attempts=sum(s.attempts for s in slices),
+        slices=sum(s.slices for s in slices),
+    )
+
+
 def _smallest_worker_share(
     masters: Sequence[int], before: Mapping[int, int], after: Mapping[int, int]
 ) -> float:
@@ -306,15 +357,25 @@ def run_bench(
         for mode in modes:  # every mode answers correctly before it is timed, then warms up
             _check(mode)
             load(mode.url, mode.token, WARMUP_SECONDS, connections)
+        # Modes whose ratios are compared take turns; remote introspection (an order of magnitude
+        # off its target, which no swing of the host can flip) runs alone, once per round.
+        introspect = _mode(modes, "introspect")
+        groups = [
+            [mode for mode in modes if mode.path == ENDPOINT and mode is not introspect],
+            [introspect],
+            [mode for mode in modes if mode.path == REAL_ENDPOINT],
+        ]
         for round_ in range(1, rounds + 1):
-            for mode in modes:
-                print(f"[bench] round {round_}/{rounds}: {mode.label}", flush=True)
-                mode.rounds.append(measure(mode, load, seconds, connections))
+            for group in groups:
+                names = ", ".join(mode.label for mode in group)
+                print(f"[bench] round {round_}/{rounds}, {group[0].path}: {names}", flush=True)
+                measure_round(group, load, seconds, connections)
         report = _report(
             {mode.key: mode for mode in modes},
             verifier=(cold, warm),
             config={
                 "seconds": seconds,
+                "slice_seconds": SLICE_SECONDS,
                 "rounds": rounds,
                 "connections": connections,
                 "gunicorn_workers": WORKERS,
@@ -490,7 +551,10 @@ def _report(
     )
     load = ", ".join(f"{value:.1f}" for value in config["loadavg_before"])
     print(f"\nGET {ENDPOINT} (and GET {REAL_ENDPOINT}: 'real') on orders, {shape};")
-    print(f"{config['rounds']} interleaved rounds of {config['seconds']} s; load average before: {load}.")
+    print(
+        f"{config['rounds']} rounds of {config['seconds']} s per mode, modes on one endpoint taking turns"
+        f" every {SLICE_SECONDS} s; load average before: {load}."
+    )
     print("Each figure: median [min-max] across rounds. CPU: microseconds per request, per process.\n")
     document: dict[str, Any] = {"config": config, "modes": {}, "ratios": {}, "spread": {}, "targets": {}}
     print(f"  {'mode':<22} {'req/s':>18} {'p50 ms':>8} {'p99 ms':>8}   CPU us/request")
@@ -505,7 +569,7 @@ def _report(
         print(f"  {mode.label:<22} {_range(rps, 0):>18} {p50['median']:>8.2f} {p99['median']:>8.2f}   {cost}")
         document["modes"][key] = {
             "label": mode.label,
-            "url_path": ENDPOINT if mode.url.endswith(ENDPOINT) else REAL_ENDPOINT,
+            "url_path": mode.path,
             "rps": rps["median"],
             "p50_ms": p50["median"],
             "p99_ms": p99["median"],
@@ -558,7 +622,7 @@ def _report(
     if "nginx" in modes:
         nginx_cpu = document["modes"]["nginx"]["spread"]["cpu_us_per_request"]["nginx"]
         _print_proxy_cpu("nginx", nginx_cpu, "(reference)")
-    again = sum(r.attempts - 1 for mode in modes.values() for r in mode.rounds)
+    again = sum(r.attempts - r.slices for mode in modes.values() for r in mode.rounds)
     document["runs_measured_again"] = again
     print(f"  runs measured again because one gunicorn worker took every connection: {again}")
     cold, warm = verifier

@@ -383,7 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="auth cost side by side: baseline, in-process, sidecar, introspection, nginx as a reference",
     )
-    bench.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
+    bench.add_argument(
+        "--seconds",
+        type=int,
+        default=5,
+        help="seconds per mode and round, in 1 s slices taking turns with the other modes (default 5)",
+    )
     bench.add_argument(
         "--rounds", type=int, default=5, help="interleaved rounds; median and min-max reported (default 5)"
     )
