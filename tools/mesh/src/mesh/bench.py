@@ -553,7 +553,7 @@ def _report(
     print(f"\nGET {ENDPOINT} (and GET {REAL_ENDPOINT}: 'real') on orders, {shape};")
     print(
         f"{config['rounds']} rounds of {config['seconds']} s per mode, modes on one endpoint taking turns"
-        f" every {SLICE_SECONDS} s; load average before: {load}."
+        f" every {config['slice_seconds']} s; load average before: {load}."
     )
     print("Each figure: median [min-max] across rounds. CPU: microseconds per request, per process.\n")
     document: dict[str, Any] = {"config": config, "modes": {}, "ratios": {}, "spread": {}, "targets": {}}
