@@ -186,16 +186,16 @@ def test_the_signer_forgets_old_tokens_instead_of_growing() -> None:
     assert len(signer._signed) <= 10
 
 
-def _log_one(path: str, status: int = 200) -> None:
+def _log_one(path: str, status: int = 200, user_agent: str | None = 'curl/8 "quoted"') -> None:
     logger = sidecar_logging.AccessLogger(sidecar_logging.logging.getLogger("meshauth.sidecar.access"))
-    logger.log("GET", path, status, "req-1", 0.0123)
+    logger.log("GET", path, status, "req-1", 0.0123, "10.1.2.3", user_agent)
 
 
 def test_access_lines_are_json_written_in_one_batch(capsys: pytest.CaptureFixture[str]) -> None:
     async def scenario() -> tuple[str, str]:
         _log_one('/api/v1/orders/"quoted"')
         _log_one("/livez")  # a probe: never logged
-        _log_one("/api/v1/whoami", 401)
+        _log_one("/api/v1/whoami", 401, user_agent=None)
         before = capsys.readouterr().out
         await asyncio.sleep(sidecar_logging.FLUSH_SECONDS * 3)
         return before, capsys.readouterr().out
@@ -215,6 +215,10 @@ def test_access_lines_are_json_written_in_one_batch(capsys: pytest.CaptureFixtur
     assert entry["duration_ms"] == 12.3
     assert entry["message"] == 'GET /api/v1/orders/"quoted" 200'
     assert entry["time"].endswith("Z")
+    # What gunicorn's line had, which the sidecar's stands for behind it.
+    assert entry["remote_addr"] == "10.1.2.3"
+    assert entry["user_agent"] == 'curl/8 "quoted"'
+    assert lines[1]["user_agent"] is None
 
 
 def test_access_lines_are_flushed_at_shutdown(capsys: pytest.CaptureFixture[str]) -> None:

@@ -56,8 +56,21 @@ class AccessLogger:
         """False at ``LOG_LEVEL=WARNING`` and above: the server then skips :meth:`log` entirely."""
         return self.logger.isEnabledFor(logging.INFO)
 
-    def log(self, method: str, target: str, status: int, request_id: str, seconds: float) -> None:
-        """Add the line for a request (``target`` as sent) answered with ``status`` after ``seconds``."""
+    def log(
+        self,
+        method: str,
+        target: str,
+        status: int,
+        request_id: str,
+        seconds: float,
+        remote_addr: str,
+        user_agent: str | None,
+    ) -> None:
+        """Add the line for a request (``target`` as sent) answered with ``status`` after ``seconds``.
+
+        ``remote_addr`` is the peer that sent it and ``user_agent`` its header: the fields gunicorn's
+        access line has, so the sidecar's can stand for it (the charts turn gunicorn's off).
+        """
         raw_path = target.partition("?")[0]
         path = unquote(raw_path, errors="surrogateescape") if "%" in raw_path else raw_path
         # Probes every few seconds would bury the requests that matter (scrapes go to the metrics
@@ -67,11 +80,13 @@ class AccessLogger:
         quoted_path = _json_str(path)
         message = _json_str(f"{method} {path} {status}")
         method, request_id = _json_str(method), _json_str(request_id)
+        agent = "null" if user_agent is None else _json_str(user_agent)
         ACCESS_LINES.add(
             # json.dumps' own separators: the same text as JsonFormatter would write.
             f'{{"time": "{_now()}", "level": "INFO", "logger": {self._name}, '
             f'"message": {message}, "method": {method}, "path": {quoted_path}, "status": {status}, '
-            f'"duration_ms": {round(seconds * 1000, 2)}, "request_id": {request_id}}}\n'
+            f'"duration_ms": {round(seconds * 1000, 2)}, "request_id": {request_id}, '
+            f'"remote_addr": {_json_str(remote_addr)}, "user_agent": {agent}}}\n'
         )
 
 

@@ -255,7 +255,16 @@ class AccessLog(Protocol):
     @property
     def enabled(self) -> bool: ...
 
-    def log(self, method: str, target: str, status: int, request_id: str, seconds: float) -> None: ...
+    def log(
+        self,
+        method: str,
+        target: str,
+        status: int,
+        request_id: str,
+        seconds: float,
+        remote_addr: str,
+        user_agent: str | None,
+    ) -> None: ...
 
 
 class _Refusal(Exception):
@@ -554,7 +563,13 @@ class _Connection(asyncio.Protocol):
         if access_log is not None and access_log.enabled:
             request_id = answer.header(_REQUEST_ID)
             access_log.log(
-                request.method, request.target, answer.status, request_id, time.perf_counter() - started
+                request.method,
+                request.target,
+                answer.status,
+                request_id,
+                time.perf_counter() - started,
+                request.peer,
+                request.value("user-agent") if "user-agent" in request else None,
             )
         # The rest of a body nobody read is not worth waiting for: the connection ends after the answer.
         return keep and request._complete
