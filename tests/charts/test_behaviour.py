@@ -174,6 +174,24 @@ def test_in_process_mode_has_no_sidecar(renderer: Renderer) -> None:
     assert env(sidecar)["MESHAUTH_MODE"] == "sidecar"
 
 
+@pytest.mark.parametrize(
+    ("mode", "access_log", "expected"),
+    [
+        ("sidecar", None, "false"),
+        ("inprocess", None, "true"),
+        ("sidecar", True, "true"),
+        ("inprocess", False, "false"),
+    ],
+)
+def test_gunicorn_leaves_the_access_log_to_the_sidecar_unless_told(
+    renderer: Renderer, mode: str, access_log: bool | None, expected: str
+) -> None:
+    # The sidecar's line is the pod's access log; gunicorn's would repeat it (docs/observability.md).
+    gunicorn = {} if access_log is None else {"gunicorn": {"accessLog": access_log}}
+    rendered = renderer.render("catalog", {"auth": {"mode": mode}, **gunicorn})
+    assert env(rendered)["GUNICORN_ACCESS_LOG"] == expected
+
+
 def test_network_policy_allows_what_the_service_needs(renderer: Renderer) -> None:
     orders = renderer.render("orders")
     policy = next(p for p in orders.kind("NetworkPolicy") if p["metadata"]["name"] == "orders")["spec"]

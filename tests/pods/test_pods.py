@@ -265,6 +265,39 @@ def test_gunicorn_serves_the_sidecar_on_the_pods_own_socket(pods: PodsRun) -> No
     assert me.status_code == 200, me.text
 
 
+def _access_lines(container: str, request_id: str) -> list[dict[str, object]]:
+    logs = podman("logs", container)
+    lines = (logs.stdout + logs.stderr).splitlines()
+    entries = (json.loads(x) for x in lines if x.startswith("{"))
+    return [
+        e for e in entries if e.get("request_id") == request_id and str(e.get("logger")).endswith(".access")
+    ]
+
+
+def test_a_request_is_one_access_line_in_the_pod(pods: PodsRun) -> None:
+    """Behind the sidecar its line is the pod's access log (client address and user agent included,
+    as gunicorn's had) and gunicorn writes none; in-process, gunicorn's line is the one."""
+    request_id = uuid.uuid4().hex
+    agent = f"pods-test/{request_id[:6]}"
+    answer = httpx.get(
+        f"{pods.urls['catalog']}/api/v1/products", headers={"X-Request-ID": request_id, "User-Agent": agent}
+    )
+    assert answer.status_code == 200
+    pod = next(p for p in pods.pods() if "catalog" in p)
+    writer = f"{pod}-meshauth" if pods.mode == "sidecar" else f"{pod}-app"
+    deadline = time.monotonic() + 10  # the sidecar writes its lines in batches, 0.2 s late at most
+    while not (found := _access_lines(writer, request_id)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(found) == 1, found
+    assert (found[0]["path"], found[0]["status"], found[0]["user_agent"]) == ("/api/v1/products", 200, agent)
+    assert found[0]["remote_addr"] == "127.0.0.1"
+    if pods.mode == "sidecar":
+        assert found[0]["logger"] == "meshauth.sidecar.access"
+        assert _access_lines(f"{pod}-app", request_id) == [], "gunicorn repeats the sidecar's line"
+    else:
+        assert found[0]["logger"] == "gunicorn.access"
+
+
 def test_principal_secret_is_born_in_the_pod(pods: PodsRun) -> None:
     if pods.mode == "inprocess":
         # No sidecar, so nothing to trust: no secret file and no volume for one.

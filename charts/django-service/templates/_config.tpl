@@ -78,6 +78,12 @@ GUNICORN_THREADS: {{ .Values.gunicorn.threads | toString | quote }}
 GUNICORN_TIMEOUT: {{ .Values.gunicorn.timeout | toString | quote }}
 GUNICORN_GRACEFUL_TIMEOUT: {{ .Values.gunicorn.gracefulTimeout | toString | quote }}
 GUNICORN_KEEPALIVE: {{ .Values.gunicorn.keepalive | toString | quote }}
+{{- $accessLog := .Values.gunicorn.accessLog }}
+{{- if kindIs "invalid" $accessLog }}
+{{- /* behind the sidecar, its access line is the pod's: gunicorn's would repeat it */}}
+{{- $accessLog = not (include "django-service.config.sidecarEnabled" .) }}
+{{- end }}
+GUNICORN_ACCESS_LOG: {{ $accessLog | toString | quote }}
 GUNICORN_MAX_REQUESTS: {{ .Values.gunicorn.maxRequests | toString | quote }}
 GUNICORN_MAX_REQUESTS_JITTER: {{ .Values.gunicorn.maxRequestsJitter | toString | quote }}
 PROMETHEUS_MULTIPROC_DIR: {{ include "django-service.config.metricsDir" . | quote }}

@@ -76,3 +76,15 @@ def test_control_sockets_of_masters_that_are_gone_are_removed(tmp_path: Path) ->
     assert not stale.exists()
     assert alive.exists(), "a running master's socket stays"
     assert other.exists(), "a file that names no pid stays"
+
+
+@pytest.mark.parametrize(("value", "accesslog"), [(None, "-"), ("true", "-"), ("false", None)])
+def test_the_access_log_can_be_left_to_the_sidecar(
+    value: str | None, accesslog: str | None, monkeypatch: pytest.MonkeyPatch, reload_config: None
+) -> None:
+    # Behind the auth sidecar (the charts, `make up`), the sidecar's line is the access log.
+    if value is None:
+        monkeypatch.delenv("GUNICORN_ACCESS_LOG", raising=False)
+    else:
+        monkeypatch.setenv("GUNICORN_ACCESS_LOG", value)
+    assert importlib.reload(config).accesslog == accesslog

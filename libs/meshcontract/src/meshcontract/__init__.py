@@ -427,6 +427,15 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         section="gunicorn",
     ),
     _v(
+        "GUNICORN_ACCESS_LOG",
+        "bool",
+        (APP,),
+        "gunicorn's JSON access line per request; the charts and `make up` turn it off behind the auth "
+        "sidecar, whose line (with the requests it refused) is the pod's access log",
+        default="true",
+        section="gunicorn",
+    ),
+    _v(
         "GUNICORN_KEEPALIVE",
         "int",
         (APP,),

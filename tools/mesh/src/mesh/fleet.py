@@ -296,6 +296,9 @@ class Fleet:
         # gunicorn binds no address once it is given a descriptor: both listeners are inherited (and
         # meshkit's config keeps a stopping master from unlinking the unix socket's path).
         env["METRICS_BIND"] = f"fd://{held['metrics'].fileno()}"
+        if self.mode == "sidecar":
+            # As in the charts: the sidecar's access line is the service's (unless asked for both).
+            env.setdefault("GUNICORN_ACCESS_LOG", "false")
         return ManagedProcess(
             name=f"{service.name}-app",
             argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn", f"{service.name}.wsgi"),
