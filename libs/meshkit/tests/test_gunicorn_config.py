@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+from gunicorn.http.parser import RequestParser
 
 from meshkit import gunicorn as config
 
@@ -88,3 +93,59 @@ def test_the_access_log_can_be_left_to_the_sidecar(
     else:
         monkeypatch.setenv("GUNICORN_ACCESS_LOG", value)
     assert importlib.reload(config).accesslog == accesslog
+
+
+class _Recording:
+    """The worker's side of a socket pair, noting each ``sendall`` gunicorn makes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+        self.sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def _respond(method: str, headers: list[tuple[str, str]], pieces: list[bytes]) -> tuple[list[bytes], bytes]:
+    """One request through gunicorn's parser and the config's response class: its writes, and what
+    the client received."""
+    client, worker = socket.socketpair()
+    with client, worker:
+        client.sendall(f"{method} /items HTTP/1.1\r\nHost: app\r\n\r\n".encode())
+        request = next(iter(RequestParser(Config(), worker, ("127.0.0.1", 9))))
+        recording = _Recording(worker)
+        response, _ = wsgi.create(request, recording, ("127.0.0.1", 9), ("127.0.0.1", 80), Config())
+        response.start_response("200 OK", headers)
+        for piece in pieces:
+            response.write(piece)
+        response.close()
+        worker.shutdown(socket.SHUT_WR)
+        received = b"".join(iter(lambda: client.recv(65536), b""))
+    return recording.sent, received
+
+
+def test_a_response_leaves_in_one_write_with_its_head() -> None:
+    # Two writes per answer would be two wake-ups and reads of the sidecar's loop for one answer.
+    assert wsgi.Response is config.OneWriteResponse
+    sent, received = _respond("GET", [("Content-Type", "text/plain"), ("Content-Length", "5")], [b"hello"])
+    assert len(sent) == 1
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert received.endswith(b"\r\n\r\nhello")
+    assert b"Content-Length: 5\r\n" in received
+
+
+def test_later_pieces_chunking_and_bodiless_answers_are_gunicorn_s() -> None:
+    sent, received = _respond("GET", [("Content-Type", "text/plain")], [b"hel", b"lo"])
+    # The head with the first chunk, the second chunk, the last (empty) chunk at close.
+    assert len(sent) == 3
+    assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert sent[0].endswith(b"\r\n\r\n3\r\nhel\r\n")
+    assert sent[1:] == [b"2\r\nlo\r\n", b"0\r\n\r\n"]
+    assert b"Transfer-Encoding: chunked\r\n" in received
+    sent, received = _respond("HEAD", [("Content-Length", "5")], [b"hello"])
+    assert len(sent) == 1
+    assert received.endswith(b"Content-Length: 5\r\n\r\n"), "a HEAD answer has its head only"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.glogging import Logger
+from gunicorn.http import wsgi
 
 from meshcontract import QUIET_PATHS, REQUEST_ID_HEADER, REQUEST_ID_META
 from meshkit import heartbeat
@@ -69,6 +70,44 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
         }
         self.access_log.info(json.dumps(entry))
 
+
+class _Held:
+    """Stands in for the client socket while gunicorn writes a response's first piece."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+
+class OneWriteResponse(wsgi.Response):  # type: ignore[misc]
+    """gunicorn's response, but its head leaves with the first piece of the body, in one ``sendall``.
+
+    gunicorn writes the head and then the body: two system calls for every answer, and behind the
+    sidecar two wake-ups, reads and parses of the sidecar's event loop for one answer. Everything
+    else (framing, later pieces, ``sendfile``, a bodiless answer's head, sent on close) is gunicorn's.
+    """
+
+    def write(self, arg: bytes) -> None:
+        if self.headers_sent:
+            super().write(arg)
+            return
+        sock: Any = self.sock
+        held = _Held()
+        self.sock: Any = held
+        try:
+            super().write(arg)
+        finally:
+            self.sock = sock
+            if held.pieces:
+                sock.sendall(b"".join(held.pieces))
+
+
+# gunicorn builds every HTTP/1.1 response from this name (wsgi.create), in every worker.
+wsgi.Response = OneWriteResponse
 
 bind = [setting("GUNICORN_BIND")]  # a pod listens on its own IP
 # The internal port (/metrics, the admin): a second listener, so the public port never serves them

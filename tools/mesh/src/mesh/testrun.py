@@ -17,6 +17,8 @@ from mesh.registry import Registry
 
 __all__ = ["run_suites", "suites"]
 
+# The slowest tests (and fixtures) of each suite, so the 25-minute budget has a map.
+_DURATIONS = ("--durations=10", "--durations-min=5")
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)")
 
 
@@ -42,7 +44,7 @@ def _run(path: Path, root: Path, extra: list[str]) -> SuiteResult:
     print(f"\n===== {label} =====", flush=True)
     started = time.monotonic()
     proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *_DURATIONS, *extra],
         cwd=path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
