@@ -53,7 +53,9 @@ _state: dict[str, Any] = {}
 # may take a port at any moment; that is how a fixed random offset collided before.
 _FIRST_OFFSET = 4000
 _EPHEMERAL_FLOOR = 32768
-_offsets_given: set[int] = set()
+# Every port an offset given in this session covers: two fleets started before either binds would
+# otherwise share a port (one's app metrics port 10001 + o is the other's sidecar metrics 11001 + o - 1000).
+_ports_given: set[int] = set()
 
 
 def tool_missing(message: str) -> NoReturn:
@@ -87,8 +89,9 @@ def free_port_offset(registry: Registry, extra_ports: Iterable[int] = ()) -> int
     candidates = list(range(_FIRST_OFFSET, _EPHEMERAL_FLOOR - max(ports), 10))
     start = random.randrange(len(candidates))  # noqa: S311 - a port, not a secret
     for offset in candidates[start:] + candidates[:start]:
-        if offset not in _offsets_given and all(_free(port + offset) for port in ports):
-            _offsets_given.add(offset)
+        moved = {port + offset for port in ports}
+        if not moved & _ports_given and all(_free(port) for port in moved):
+            _ports_given.update(moved)
             return offset
     raise RuntimeError("no port offset leaves every port of the fleet free on 127.0.0.1")
 
