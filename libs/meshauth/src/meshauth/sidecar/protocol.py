@@ -562,6 +562,7 @@ class _Connection(asyncio.Protocol):
         access_log = self.server.access_log
         if access_log is not None and access_log.enabled:
             request_id = answer.header(_REQUEST_ID)
+            agents = request.values("user-agent")
             access_log.log(
                 request.method,
                 request.target,
@@ -569,7 +570,7 @@ class _Connection(asyncio.Protocol):
                 request_id,
                 time.perf_counter() - started,
                 request.peer,
-                request.value("user-agent") if "user-agent" in request else None,
+                agents[0] if agents else None,
             )
         # The rest of a body nobody read is not worth waiting for: the connection ends after the answer.
         return keep and request._complete
