@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -149,3 +151,40 @@ def test_later_pieces_chunking_and_bodiless_answers_are_gunicorn_s() -> None:
     sent, received = _respond("HEAD", [("Content-Length", "5")], [b"hello"])
     assert len(sent) == 1
     assert received.endswith(b"Content-Length: 5\r\n\r\n"), "a HEAD answer has its head only"
+
+
+def test_access_lines_leave_in_batches_soon_after_they_are_added() -> None:
+    writes: list[str] = []
+    written = threading.Event()
+
+    def write(text: str) -> None:
+        writes.append(text)
+        written.set()
+
+    batch = config.LineBatch(write, delay=0.05)
+    threads = [
+        threading.Thread(target=lambda n=n: [batch.add(f"{n}-{i}\n") for i in range(100)]) for n in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Nobody flushes: the batch's own thread writes them, within its delay.
+    assert written.wait(5), "no line was written"
+    deadline = time.monotonic() + 5
+    while sum(text.count("\n") for text in writes) < 400 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lines = "".join(writes).splitlines()
+    assert sorted(lines) == sorted(f"{n}-{i}" for n in range(4) for i in range(100))
+    assert len(writes) < 40, f"{len(writes)} writes for 400 lines"
+
+
+def test_a_flush_writes_what_is_queued_at_once() -> None:
+    writes: list[str] = []
+    batch = config.LineBatch(writes.append, delay=60)
+    batch.add("one\n")
+    batch.add("two\n")
+    batch.flush()
+    assert writes == ["one\ntwo\n"]
+    batch.flush()
+    assert writes == ["one\ntwo\n"]

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -126,6 +127,91 @@ def test_access_log_is_json_with_the_request_id_and_skips_probes(served_app) -> 
     assert app_lines, "the view's own log line is missing"
     assert app_lines[0]["request_id"] == "trace-42"
     assert app_lines[0]["item"] == "widget"
+
+
+def _access_lines(app: ManagedProcess) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in app.log_path.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "gunicorn.access"]
+
+
+def test_access_lines_from_busy_threads_arrive_whole_and_once(
+    private_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Lines from many threads at once, written in batches: every request one whole line, no more."""
+    _, url = fresh_database(private_postgres.admin_url())
+    port = free_port()
+    env = app_env(
+        url,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        METRICS_BIND="",
+        GUNICORN_WORKERS="2",
+        GUNICORN_THREADS="4",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    assert migrate(env).wait(120) == 0
+    app = ManagedProcess(
+        name="gunicorn",
+        argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn"),
+        env=env,
+        log_path=tmp_path / "gunicorn.log",
+    )
+    app.start()
+    base = f"http://127.0.0.1:{port}"
+    ids = [f"busy-{n}" for n in range(200)]
+    try:
+        wait_for_http(f"{base}/livez", timeout=60, watch=[app])
+
+        def ask(request_ids: list[str]) -> None:
+            with httpx.Client(timeout=30) as client:
+                for request_id in request_ids:
+                    answer = client.get(f"{base}/items/x", headers={"X-Request-ID": request_id})
+                    assert answer.status_code == 200
+
+        threads = [threading.Thread(target=ask, args=(ids[n::8],)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        deadline = time.monotonic() + 10
+        while len(_access_lines(app)) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # a line written twice would arrive now
+        logged = [line["request_id"] for line in _access_lines(app)]
+    finally:
+        app.stop()
+    assert sorted(logged) == sorted(ids), app.tail()
+
+
+def test_access_lines_still_queued_are_written_when_gunicorn_stops(
+    private_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    _, url = fresh_database(private_postgres.admin_url())
+    port = free_port()
+    env = app_env(
+        url,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        METRICS_BIND="",
+        GUNICORN_WORKERS="1",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    assert migrate(env).wait(120) == 0
+    app = ManagedProcess(
+        name="gunicorn",
+        argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn"),
+        env=env,
+        log_path=tmp_path / "gunicorn.log",
+    )
+    app.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/livez", timeout=60, watch=[app])
+        with httpx.Client(timeout=30) as client:
+            for n in range(20):
+                client.get(f"{base}/items/x", headers={"X-Request-ID": f"last-{n}"})
+    finally:
+        app.stop()  # at once: the lines are still queued for the next batch
+    logged = [line["request_id"] for line in _access_lines(app)]
+    assert logged == [f"last-{n}" for n in range(20)], app.tail()
 
 
 def test_two_migrate_locked_at_once_both_succeed_and_apply_once(admin_url: str) -> None:
