@@ -285,7 +285,7 @@ def test_a_request_is_one_access_line_in_the_pod(pods: PodsRun) -> None:
     assert answer.status_code == 200
     pod = next(p for p in pods.pods() if "catalog" in p)
     writer = f"{pod}-meshauth" if pods.mode == "sidecar" else f"{pod}-app"
-    deadline = time.monotonic() + 10  # the sidecar writes its lines in batches, 0.2 s late at most
+    deadline = time.monotonic() + 10  # both write their lines in batches, 0.2 s late at most
     while not (found := _access_lines(writer, request_id)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(found) == 1, found
