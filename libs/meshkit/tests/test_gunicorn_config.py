@@ -188,3 +188,22 @@ def test_a_flush_writes_what_is_queued_at_once() -> None:
     assert writes == ["one\ntwo\n"]
     batch.flush()
     assert writes == ["one\ntwo\n"]
+
+
+def test_a_stalled_stdout_holds_requests_back_instead_of_queueing_without_bound() -> None:
+    release = threading.Event()
+    writes: list[str] = []
+
+    def stalled(text: str) -> None:
+        release.wait(30)  # the container runtime stopped reading the pipe
+        writes.append(text)
+
+    batch = config.LineBatch(stalled, delay=0.01, limit=50)
+    adder = threading.Thread(target=lambda: [batch.add(f"{n}\n") for n in range(200)])
+    adder.start()
+    adder.join(1)
+    assert adder.is_alive(), "200 lines were queued while nothing could be written"
+    release.set()
+    adder.join(10)
+    batch.flush()
+    assert sorted("".join(writes).splitlines(), key=int) == [str(n) for n in range(200)]

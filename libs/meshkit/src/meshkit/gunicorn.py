@@ -52,6 +52,8 @@ def default_workers() -> int:
 
 #: How late an access line may reach stdout.
 FLUSH_SECONDS = 0.2
+#: Lines a worker holds at most: beyond it, requests wait for the write (a stdout that does not keep up).
+MAX_QUEUED = 10_000
 
 
 class LineBatch:
@@ -62,11 +64,16 @@ class LineBatch:
     on ``/api/v1/whoami``, in-process mode, eight alternating 3-s runs) the access line written that
     way cost about 80-100 us of a worker's CPU per request, where building it takes 13. Batched, a
     request only appends its line. Lines left when the worker stops are written by ``worker_exit``.
+    Memory stays bounded: with ``limit`` lines queued (stdout blocked, or slower than the requests), the
+    request that adds the next one writes them itself, waiting as a write per request made it wait.
     """
 
-    def __init__(self, write: Callable[[str], object], delay: float = FLUSH_SECONDS) -> None:
+    def __init__(
+        self, write: Callable[[str], object], delay: float = FLUSH_SECONDS, limit: int = MAX_QUEUED
+    ) -> None:
         self._write = write
         self._delay = delay
+        self._limit = limit
         self._lines: deque[str] = deque()  # appended by any thread, taken by the writer
         self._pending = threading.Event()
         self._flushing = threading.Lock()
@@ -75,6 +82,9 @@ class LineBatch:
     def add(self, line: str) -> None:
         """Queue ``line`` (ending in a newline); it is written within ``delay`` seconds."""
         self._lines.append(line)
+        if len(self._lines) >= self._limit:
+            self.flush()  # waits while the writer's own write is blocked
+            return
         if not self._pending.is_set():
             # The line is queued before the flag is read, so a writer that clears the flag after
             # this check takes the line with it.
