@@ -133,8 +133,15 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
     :data:`ACCESS_LINES`, in batches; any other destination through gunicorn's access logger.
     """
 
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        # Read on every request: decided here, once per configuration (gunicorn runs it again on a reload).
+        own_config = bool(cfg.logconfig or cfg.logconfig_dict)
+        self._lines_on = bool(cfg.accesslog) or own_config
+        self._lines_batched = cfg.accesslog == "-" and not own_config
+
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict):
+        if not self._lines_on:
             return
         path = environ.get("PATH_INFO")
         if path in QUIET_PATHS:
@@ -153,7 +160,7 @@ class JsonAccessLogger(Logger):  # type: ignore[misc]
             f'"user_agent": {_quoted(environ.get("HTTP_USER_AGENT"))}, '
             f'"request_id": {_quoted(request_id or environ.get(REQUEST_ID_META))}}}'
         )
-        if self.cfg.accesslog == "-" and not (self.cfg.logconfig or self.cfg.logconfig_dict):
+        if self._lines_batched:
             ACCESS_LINES.add(line + "\n")
         else:
             self.access_log.info(line)
