@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -55,19 +56,16 @@ def migrate(env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-@pytest.fixture
-def served_app(
-    private_postgres: EmbeddedPostgres, tmp_path: Path
-) -> Iterator[tuple[str, ManagedProcess, EmbeddedPostgres]]:
-    admin = private_postgres.admin_url()
-    _, url = fresh_database(admin)
+@contextlib.contextmanager
+def gunicorn(admin_url: str, tmp_path: Path, **extra: str) -> Iterator[tuple[str, ManagedProcess]]:
+    """The test app in a database of its own under gunicorn with the shared config, until the block ends."""
+    _, url = fresh_database(admin_url)
     port = free_port()
     env = app_env(
         url,
         GUNICORN_BIND=f"127.0.0.1:{port}",
-        GUNICORN_WORKERS="2",
-        READYZ_TIMEOUT="2",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        **extra,
     )
     assert migrate(env).wait(120) == 0
     app = ManagedProcess(
@@ -81,9 +79,18 @@ def served_app(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{base}/readyz", timeout=60, watch=[app])
-        yield base, app, private_postgres
+        yield base, app
     finally:
         app.stop()
+
+
+@pytest.fixture
+def served_app(
+    private_postgres: EmbeddedPostgres, tmp_path: Path
+) -> Iterator[tuple[str, ManagedProcess, EmbeddedPostgres]]:
+    settings = {"GUNICORN_WORKERS": "2", "READYZ_TIMEOUT": "2"}
+    with gunicorn(private_postgres.admin_url(), tmp_path, **settings) as (base, app):
+        yield base, app, private_postgres
 
 
 def test_readyz_follows_the_database_while_livez_stays_up(served_app) -> None:
@@ -138,28 +145,9 @@ def test_access_lines_from_busy_threads_arrive_whole_and_once(
     private_postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     """Lines from many threads at once, written in batches: every request one whole line, no more."""
-    _, url = fresh_database(private_postgres.admin_url())
-    port = free_port()
-    env = app_env(
-        url,
-        GUNICORN_BIND=f"127.0.0.1:{port}",
-        METRICS_BIND="",
-        GUNICORN_WORKERS="2",
-        GUNICORN_THREADS="4",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
-    )
-    assert migrate(env).wait(120) == 0
-    app = ManagedProcess(
-        name="gunicorn",
-        argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn"),
-        env=env,
-        log_path=tmp_path / "gunicorn.log",
-    )
-    app.start()
-    base = f"http://127.0.0.1:{port}"
     ids = [f"busy-{n}" for n in range(200)]
-    try:
-        wait_for_http(f"{base}/livez", timeout=60, watch=[app])
+    settings = {"METRICS_BIND": "", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4"}
+    with gunicorn(private_postgres.admin_url(), tmp_path, **settings) as (base, app):
 
         def ask(request_ids: list[str]) -> None:
             with httpx.Client(timeout=30) as client:
@@ -177,39 +165,17 @@ def test_access_lines_from_busy_threads_arrive_whole_and_once(
             time.sleep(0.1)
         time.sleep(0.5)  # a line written twice would arrive now
         logged = [line["request_id"] for line in _access_lines(app)]
-    finally:
-        app.stop()
     assert sorted(logged) == sorted(ids), app.tail()
 
 
 def test_access_lines_still_queued_are_written_when_gunicorn_stops(
     private_postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
-    _, url = fresh_database(private_postgres.admin_url())
-    port = free_port()
-    env = app_env(
-        url,
-        GUNICORN_BIND=f"127.0.0.1:{port}",
-        METRICS_BIND="",
-        GUNICORN_WORKERS="1",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
-    )
-    assert migrate(env).wait(120) == 0
-    app = ManagedProcess(
-        name="gunicorn",
-        argv=python_module("gunicorn", "--config", "python:meshkit.gunicorn"),
-        env=env,
-        log_path=tmp_path / "gunicorn.log",
-    )
-    app.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{base}/livez", timeout=60, watch=[app])
-        with httpx.Client(timeout=30) as client:
-            for n in range(20):
-                client.get(f"{base}/items/x", headers={"X-Request-ID": f"last-{n}"})
-    finally:
-        app.stop()  # at once: the lines are still queued for the next batch
+    admin, settings = private_postgres.admin_url(), {"METRICS_BIND": "", "GUNICORN_WORKERS": "1"}
+    with gunicorn(admin, tmp_path, **settings) as (base, app), httpx.Client() as client:
+        for n in range(20):
+            client.get(f"{base}/items/x", headers={"X-Request-ID": f"last-{n}"})
+    # Stopped at once: the lines were still queued for the next batch.
     logged = [line["request_id"] for line in _access_lines(app)]
     assert logged == [f"last-{n}" for n in range(20)], app.tail()
 
