@@ -38,6 +38,7 @@ class SidecarProcess:
         self.metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.log = log
+        self.engine = env.get("MESHAUTH_SIDECAR_ENGINE", "python")
         listen = f"fd://{sock.fileno()}" if sock else f"127.0.0.1:{self.port}"
         full_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_")},

@@ -191,6 +191,10 @@ class JWKSCache:
         fetched = self._fetched_at
         return None if fetched is None else self._clock() - fetched
 
+    def keys(self) -> dict[str, VerificationKey]:
+        """The current key set by kid (a copy), fresh or not; empty before the first fetch."""
+        return dict(self._keys)
+
     def would_fetch(self, kid: str) -> bool:
         """True when :meth:`get` for ``kid`` could do network I/O now (lets async callers go off-loop)."""
         now = self._clock()

@@ -274,6 +274,16 @@ def _upstream(name: str, raw: str) -> str:
     return upstream
 
 
+#: What may serve the sidecar's port (``MESHAUTH_SIDECAR_ENGINE``).
+ENGINES: Final = ("python", "haproxy")
+
+
+def _engine(name: str, raw: str) -> str:
+    if raw not in ENGINES:
+        raise SettingsError(f"{name}={raw!r} must be one of: {', '.join(ENGINES)}.")
+    return raw
+
+
 def _networks(name: str, items: tuple[str, ...]) -> tuple[Network, ...]:
     try:
         return tuple(ipaddress.ip_network(item, strict=False) for item in items)
@@ -297,6 +307,7 @@ def inherited_fd(listen: tuple[str, int]) -> int | None:
 class SidecarSettings(AuthSettings):
     """The sidecar's settings (:mod:`meshauth.sidecar.config` reads them from the environment)."""
 
+    engine: str = _from("MESHAUTH_SIDECAR_ENGINE", _engine)
     listen: tuple[str, int] = _from("MESHAUTH_SIDECAR_LISTEN", _host_port)
     metrics_listen: tuple[str, int] = _from("MESHAUTH_SIDECAR_METRICS_LISTEN", _host_port)
     upstream: str = _from("MESHAUTH_SIDECAR_UPSTREAM", _upstream)

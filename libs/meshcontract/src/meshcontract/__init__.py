@@ -692,6 +692,15 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         section="meshauth",
     ),
     _v(
+        "MESHAUTH_SIDECAR_ENGINE",
+        "str",
+        (SIDECAR,),
+        "what serves the sidecar's port: `python` (its own HTTP server) or `haproxy` (HAProxy, configured "
+        "and reloaded by the sidecar: verification in C, a preview)",
+        default="python",
+        section="meshauth",
+    ),
+    _v(
         "MESHAUTH_SIDECAR_LISTEN",
         "address",
         (SIDECAR,),

@@ -12,6 +12,7 @@ import uvloop
 
 from meshauth.settings import inherited_fd
 from meshauth.sidecar.config import ConfigError, SidecarConfig
+from meshauth.sidecar.haproxy import DataPlane
 from meshauth.sidecar.logging import ACCESS_LINES, configure_logging
 from meshauth.sidecar.protocol import HttpServer
 from meshauth.sidecar.proxy import Sidecar, create_metrics_server, create_server
@@ -47,6 +48,9 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(signum, stop.set)
     sidecar = Sidecar(config)
     await sidecar.start()
+    if config.engine == "haproxy":
+        await _serve_with_haproxy(sidecar, stop)
+        return
     server = create_server(sidecar)
     listener = await _listen(server, config.listen, backlog=1024)
     metrics_server = create_metrics_server(sidecar)
@@ -72,6 +76,34 @@ async def serve(config: SidecarConfig, stop: asyncio.Event | None = None) -> Non
     await metrics_server.shutdown(1)
     await sidecar.close()
     ACCESS_LINES.flush()
+    log.info("stopped")
+
+
+async def _serve_with_haproxy(sidecar: Sidecar, stop: asyncio.Event) -> None:
+    # HAProxy serves the port (meshauth.sidecar.haproxy); this process keeps identity's keys fresh,
+    # rewrites HAProxy's configuration when they change, and serves the metrics listener.
+    config = sidecar.config
+    data_plane = DataPlane(config, sidecar.verifier.jwks)
+    try:
+        await data_plane.start()
+    except BaseException:
+        await data_plane.stop(0)
+        await sidecar.close()
+        raise
+    metrics_server = create_metrics_server(sidecar)
+    metrics_listener = await _listen(metrics_server, config.metrics_listen)
+    log.info(
+        "HAProxy on %s (metrics on %s), upstream %s",
+        data_plane.bind,
+        _name(metrics_listener),
+        config.upstream,
+    )
+    await stop.wait()
+    log.info("stopping: HAProxy finishes the requests in flight")
+    await data_plane.stop(config.shutdown_timeout)
+    metrics_listener.close()
+    await metrics_server.shutdown(1)
+    await sidecar.close()
     log.info("stopped")
 
 
