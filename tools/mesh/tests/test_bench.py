@@ -20,8 +20,10 @@ from mesh.registry import find_root
 from mesh.testing import tool_missing
 
 MODES = ("baseline", "inprocess", "sidecar", "introspect", "inprocess_real", "sidecar_real")
+ENGINE_MODES = ("sidecar_haproxy", "sidecar_haproxy_real")
 REFERENCE_MODES = ("nginx", "nginx_real")
 RATIOS = ("inprocess_over_baseline", "sidecar_over_inprocess", "sidecar_over_inprocess_real")
+ENGINE_RATIOS = ("sidecar_haproxy_over_inprocess", "sidecar_haproxy_over_inprocess_real")
 REFERENCE_RATIOS = ("nginx_over_inprocess", "nginx_over_inprocess_real")
 
 
@@ -80,6 +82,8 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
         tool_missing("wrk is not installed")
     if tooling.ensure_nginx() is None:
         tool_missing("nginx is not installed (Debian package nginx; .ci/run installs it)")
+    if tooling.ensure_haproxy() is None:
+        tool_missing("HAProxy is not installed (Debian package haproxy; .ci/run installs it)")
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "mesh", "bench", "--seconds", "2", "--rounds", "1", "--json", str(out)],
@@ -91,7 +95,7 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["modes"]) == {*MODES, *REFERENCE_MODES}
+    assert set(report["modes"]) == {*MODES, *ENGINE_MODES, *REFERENCE_MODES}
     for name, mode in report["modes"].items():
         for key in ("rps", "p50_ms", "p99_ms"):
             assert mode[key] > 0, (name, key, mode[key])
@@ -105,18 +109,20 @@ def test_bench_json_has_every_figure(admin_url: str, tmp_path: Path) -> None:
         assert mode["rounds"][0]["slices"] == slices
         assert slices <= mode["rounds"][0]["attempts"] <= 8 * slices
         assert 0 <= mode["rounds"][0]["worker_share"] <= 0.5
-    for mode in ("sidecar", "sidecar_real"):
+    for mode in ("sidecar", "sidecar_real", *ENGINE_MODES):  # HAProxy's CPU counts as its sidecar's
         assert report["modes"][mode]["cpu_us_per_request"]["sidecar"] > 0
     for mode in REFERENCE_MODES:  # the reference proxy's own CPU, beside the app's
         assert report["modes"][mode]["cpu_us_per_request"]["nginx"] > 0
     assert report["config"]["reference_proxy"], "the nginx version the reference ran"
+    assert report["config"]["haproxy"], "the HAProxy version the engine ran"
     assert report["modes"]["introspect"]["cpu_us_per_request"]["identity"] > 0
-    for ratio in (*RATIOS, *REFERENCE_RATIOS):
+    for ratio in (*RATIOS, *ENGINE_RATIOS, *REFERENCE_RATIOS):
         assert report["ratios"][ratio] > 0, ratio
         spread = report["spread"][ratio]
         assert spread["min"] <= report["ratios"][ratio] <= spread["max"]
         assert report["ratios"][f"{ratio}_by_cpu"] > 0, ratio
     assert "sidecar_cpu_us_per_request" in report["targets"]
+    assert {*ENGINE_RATIOS, "sidecar_haproxy_cpu_us_per_request"} <= set(report["targets"])
     assert not set(REFERENCE_RATIOS) & set(report["targets"]), "a reference has no target"
     assert "CPU us/request" in run.stdout
     assert "nginx CPU per proxied whoami request" in run.stdout

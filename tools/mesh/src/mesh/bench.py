@@ -53,7 +53,7 @@ from mesh.local import admin_url
 from mesh.postgres import free_port
 from mesh.processes import ManagedProcess, python_module, wait_for_http
 from mesh.registry import Registry
-from mesh.tooling import ensure_nginx, ensure_wrk
+from mesh.tooling import ensure_haproxy, ensure_nginx, ensure_wrk
 from meshcontract import READYZ
 
 __all__ = ["run_bench"]
@@ -128,6 +128,24 @@ RATIOS = (
         0.95,
     ),
     Ratio("inprocess_over_introspect", "in-process / introspection req/s", "inprocess", "introspect", 5.0),
+)
+#: The sidecar with HAProxy serving its port (MESHAUTH_SIDECAR_ENGINE=haproxy), against the same
+#: targets (measured when HAProxy is there).
+ENGINE_RATIOS = (
+    Ratio(
+        "sidecar_haproxy_over_inprocess",
+        "sidecar (HAProxy) / in-process req/s (whoami)",
+        "sidecar_haproxy",
+        "inprocess",
+        0.75,
+    ),
+    Ratio(
+        "sidecar_haproxy_over_inprocess_real",
+        f"sidecar (HAProxy) / in-process req/s ({REAL_ENDPOINT})",
+        "sidecar_haproxy_real",
+        "inprocess_real",
+        0.95,
+    ),
 )
 #: The reference: the same hop through nginx (no target; measured when nginx is there).
 REFERENCE_RATIOS = (
@@ -346,6 +364,15 @@ def run_bench(
     try:
         fleet.up(progress=lambda line: print(f"[bench] {line}", flush=True), seed=True)
         modes = _modes(fleet, _user_token(fleet), run_dir, registry, extra)
+        haproxy = ensure_haproxy()
+        if haproxy is not None:
+            whoami, real = _haproxy_modes(fleet, modes, run_dir, extra)
+            modes.insert(modes.index(_mode(modes, "sidecar")) + 1, whoami)
+            modes.insert(modes.index(_mode(modes, "sidecar_real")) + 1, real)
+        else:
+            print(
+                "[bench] HAProxy is not available (and not installable here): no HAProxy engine", flush=True
+            )
         nginx = ensure_nginx() if reference else None
         if nginx is not None:
             # Each next to the mode it is compared with, so a ratio's two runs are seconds apart.
@@ -382,6 +409,7 @@ def run_bench(
                 "gunicorn_threads": THREADS,
                 "sidecar_upstream": upstream,
                 "reference_proxy": nginx and _nginx_version(nginx),
+                "haproxy": haproxy and _haproxy_version(haproxy),
                 "cpus": os.cpu_count(),
                 "loadavg_before": list(load_before),
                 "loadavg_after": list(os.getloadavg()),
@@ -450,6 +478,46 @@ def _modes(
         Mode("inprocess_real", "in-process, real", inproc_url + REAL_ENDPOINT, token, {"app": [inproc_pid]}),
         Mode("sidecar_real", "sidecar, real", side_url + REAL_ENDPOINT, token, behind),
     ]
+
+
+def _haproxy_modes(
+    fleet: Fleet, modes: Sequence[Mode], run_dir: Path, extra: list[ManagedProcess]
+) -> tuple[Mode, Mode]:
+    """A second sidecar in front of the same app, with HAProxy serving its port."""
+    orders = fleet.registry["orders"]
+    port = free_port()
+    # As the fleet's sidecar (fleet.sidecar_process), on ports of its own.
+    env = {k: v for k, v in fleet.env(orders).items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = ManagedProcess(
+        name="orders-sidecar-haproxy",
+        argv=python_module("meshauth.sidecar"),
+        env={
+            **env,
+            "MESHAUTH_SIDECAR_ENGINE": "haproxy",
+            "MESHAUTH_SIDECAR_LISTEN": f"127.0.0.1:{port}",
+            "MESHAUTH_SIDECAR_UPSTREAM": fleet.upstream(orders),
+            "MESHAUTH_SIDECAR_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+        },
+        log_path=run_dir / "orders-sidecar-haproxy.log",
+    )
+    proc.start()
+    extra.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(url + READYZ, watch=[proc])
+    sidecar = _mode(modes, "sidecar")
+    # The sidecar process and its HAProxy (master and worker: its children), in front of the same app.
+    processes = {"sidecar": [proc.pid], "app": sidecar.processes["app"]}
+    return (
+        Mode("sidecar_haproxy", "sidecar (HAProxy)", url + ENDPOINT, sidecar.token, processes),
+        Mode(
+            "sidecar_haproxy_real", "sidecar (HAProxy), real", url + REAL_ENDPOINT, sidecar.token, processes
+        ),
+    )
+
+
+def _haproxy_version(haproxy: str) -> str:
+    run = subprocess.run([haproxy, "-v"], capture_output=True, text=True, check=False)  # noqa: S603
+    return run.stdout.split("\n", 1)[0].removeprefix("HAProxy version ").split(" ", 1)[0]
 
 
 def _mode(modes: Sequence[Mode], key: str) -> Mode:
@@ -583,7 +651,11 @@ def _report(
             "rounds": [vars(r) for r in mode.rounds],
         }
     print()
-    ratios = [r for r in (*RATIOS, *REFERENCE_RATIOS) if r.numerator in modes and r.denominator in modes]
+    ratios = [
+        r
+        for r in (*RATIOS, *ENGINE_RATIOS, *REFERENCE_RATIOS)
+        if r.numerator in modes and r.denominator in modes
+    ]
     for ratio in ratios:
         top, bottom = modes[ratio.numerator].rounds, modes[ratio.denominator].rounds
         # Within a round both modes met the same neighbours: ratio per round, then the spread.
@@ -619,6 +691,12 @@ def _report(
         sidecar_cpu["median"], SIDECAR_CPU_TARGET_US, at_least=False
     )
     _print_proxy_cpu("sidecar", sidecar_cpu, f"(target <= {SIDECAR_CPU_TARGET_US:g})")
+    if "sidecar_haproxy" in modes:
+        engine_cpu = document["modes"]["sidecar_haproxy"]["spread"]["cpu_us_per_request"]["sidecar"]
+        document["targets"]["sidecar_haproxy_cpu_us_per_request"] = _target(
+            engine_cpu["median"], SIDECAR_CPU_TARGET_US, at_least=False
+        )
+        _print_proxy_cpu("sidecar (HAProxy)", engine_cpu, f"(target <= {SIDECAR_CPU_TARGET_US:g})")
     if "nginx" in modes:
         nginx_cpu = document["modes"]["nginx"]["spread"]["cpu_us_per_request"]["nginx"]
         _print_proxy_cpu("nginx", nginx_cpu, "(reference)")

@@ -16,7 +16,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["PINS", "ToolError", "checkov_version", "ensure_checkov", "ensure_nginx", "ensure_wrk", "find_uv"]
+__all__ = [
+    "PINS",
+    "ToolError",
+    "checkov_version",
+    "ensure_checkov",
+    "ensure_haproxy",
+    "ensure_nginx",
+    "ensure_wrk",
+    "find_uv",
+]
 
 PINS = Path(__file__).resolve().parent / "pins"
 
@@ -90,6 +99,11 @@ def ensure_wrk() -> str | None:
 def ensure_nginx() -> str | None:
     """nginx (`make bench`'s reference proxy), installed from Debian like :func:`ensure_wrk`; or None."""
     return _ensure_debian("nginx", "nginx")
+
+
+def ensure_haproxy() -> str | None:
+    """HAProxy (the sidecar's C engine, ``MESHAUTH_SIDECAR_ENGINE=haproxy``), from Debian; or None."""
+    return _ensure_debian("haproxy", "haproxy")
 
 
 def _which(command: str) -> str | None:
