@@ -202,9 +202,9 @@ def _config(
         "  option dontlognull",
         "  http-reuse always",
         "  timeout connect 5s",
-        f"  timeout client {int(settings.body_timeout) or 60}s",
-        f"  timeout http-request {int(settings.body_timeout) or 60}s",
-        f"  timeout server {int(settings.upstream_timeout)}s",
+        f"  timeout client {_ms(settings.body_timeout)}",
+        f"  timeout http-request {_ms(settings.body_timeout)}",
+        f"  timeout server {_ms(settings.upstream_timeout)}",
         "  timeout http-keep-alive 75s",
         *errors,
         "",
@@ -528,6 +528,11 @@ def _error_files(directory: Path) -> list[str]:
         path.write_bytes(head.encode() + body)
         lines.append(f"  errorfile {status} {_acl_word(str(path))}")
     return lines
+
+
+def _ms(seconds: float) -> str:
+    # HAProxy's timeouts in milliseconds (a fraction of a second stays one); 0 would mean none.
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _end_with_parent() -> None:
