@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from meshauth.sidecar.haproxy import find_haproxy
 from meshauth_testkit import AUDIENCE, ISSUER, PRINCIPAL_SECRET, FakeIdentity, Upstream, free_port, wait_until
 
 
@@ -31,7 +31,7 @@ def upstream() -> Iterator[Upstream]:
 def require_haproxy() -> None:
     """The HAProxy engine's tests need HAProxy: skipped on a laptop without it, failed under ``CI=true``
     (`.ci/run` installs Debian's), as the mesh's tests treat their tools (mesh.testing.tool_missing)."""
-    if shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin"):
+    if find_haproxy():
         return
     message = "HAProxy is not installed (Debian package haproxy)"
     if os.environ.get("CI", "").lower() == "true":

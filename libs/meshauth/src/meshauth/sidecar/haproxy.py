@@ -70,6 +70,7 @@ __all__ = [
     "SECRET_VARIABLE",
     "DataPlane",
     "Key",
+    "find_haproxy",
     "key_files",
     "secret_environment",
     "write_config",
@@ -107,6 +108,12 @@ def key_files(keys: Mapping[str, VerificationKey], directory: Path) -> list[Key]
         )
         usable.append(Key(kid=key.kid, algorithm=key.algorithm, pem=pem))
     return usable
+
+
+def find_haproxy() -> str | None:
+    """The haproxy executable: on PATH, or in /usr/sbin where Debian installs it (a non-root PATH
+    often lacks it); None when there is none."""
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
 
 
 def secret_environment(settings: SidecarSettings) -> dict[str, str]:
@@ -566,10 +573,8 @@ class DataPlane:
             )
         self.config = config
         self.jwks = jwks
-        # Debian installs it in /usr/sbin, which a non-root PATH often lacks.
-        self.executable = (
-            shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin") or "haproxy"
-        )
+        self.executable = find_haproxy() or "haproxy"
+        self._environment = {**os.environ, **secret_environment(config)}
         self._own_directory = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="meshauth-haproxy-"))
         self.process: asyncio.subprocess.Process | None = None
@@ -586,7 +591,6 @@ class DataPlane:
         problem = await self._check()
         if problem:
             raise RuntimeError(f"HAProxy refuses the configuration written for it: {problem}")
-        environment = {**os.environ, **secret_environment(self.config)}
         # -W: a master process that reloads workers on SIGUSR2; -db: in the foreground, logs to stdout.
         self.process = await asyncio.create_subprocess_exec(
             self.executable,
@@ -594,7 +598,7 @@ class DataPlane:
             "-db",
             "-f",
             str(self.directory / "haproxy.cfg"),
-            env=environment,
+            env=self._environment,
             pass_fds=self._fds,
             preexec_fn=_end_with_parent,
         )
@@ -637,7 +641,7 @@ class DataPlane:
             "-q",
             "-f",
             str(self.directory / "haproxy.cfg"),
-            env={**os.environ, **secret_environment(self.config)},
+            env=self._environment,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
