@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import socket
@@ -18,7 +19,16 @@ from conftest import SidecarProcess
 from meshauth.headers import is_identity_header, verify_principal_headers
 from meshauth.keys import generate_private_key, sign
 from meshauth.settings import ENGINES
-from meshauth_testkit import PRINCIPAL_SECRET, FakeIdentity, RawApp, Upstream, b64, bad_tokens, free_port
+from meshauth_testkit import (
+    PRINCIPAL_SECRET,
+    FakeIdentity,
+    RawApp,
+    Upstream,
+    b64,
+    bad_tokens,
+    free_port,
+    wait_until,
+)
 
 SPOOFED = [
     ("X-Mesh-Principal", "eyJzdWIiOiIxIn0"),
@@ -399,21 +409,43 @@ def test_upstream_down_is_a_retryable_503_json(start_sidecar: Any, engine: str) 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     assert response.json()["reason"] == "upstream_unavailable"
+    # What the SLO alerts count as the app's errors when the app cannot count them itself.
+    errors = 'meshauth_sidecar_upstream_errors_total{kind="connect"} 1.0'
+    wait_until(lambda: errors in httpx.get(f"{sidecar.metrics_url}/metrics/sidecar").text, timeout=5)
 
 
-def test_sidecar_metrics_are_its_own(start_sidecar: Any, identity: FakeIdentity) -> None:
-    sidecar = start_sidecar()
-    httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": f"Bearer {identity.token()}"})
-    httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": "Bearer x.y.z"})
-    text = httpx.get(f"{sidecar.metrics_url}/metrics/sidecar").text
-    assert 'meshauth_sidecar_auth_decisions_total{reason="",result="accepted"} 1.0' in text
-    assert 'meshauth_sidecar_auth_decisions_total{reason="malformed",result="rejected"} 1.0' in text
-    assert (
-        "meshauth_sidecar_request_duration_seconds_count"
-        '{http_request_method="GET",http_response_status_code="200"} 1.0' in text
-    )
+def test_sidecar_metrics_are_its_own(start_sidecar: Any, identity: FakeIdentity, engine: str) -> None:
+    # The same series whichever engine serves (HAProxy's are counted from its access lines, a moment
+    # after the answer): the charts' dashboards and SLO alerts read these names and labels.
+    sidecar = start_sidecar(MESHAUTH_SIDECAR_ENGINE=engine)
+    url = f"{sidecar.url}/api/v1/orders"
+    httpx.get(url, headers={"Authorization": f"Bearer {identity.token()}"})
+    httpx.get(url, headers={"Authorization": "Bearer x.y.z"})
+    httpx.get(url)
+    httpx.get(url, headers=[(f"X-Filler-{n}", "1") for n in range(101)])
+    httpx.get(f"{sidecar.url}/livez")
+    requests = "meshauth_sidecar_request_duration_seconds_count"
+    expected = [
+        'meshauth_sidecar_auth_decisions_total{reason="",result="accepted"} 1.0',
+        'meshauth_sidecar_auth_decisions_total{reason="malformed",result="rejected"} 1.0',
+        'meshauth_sidecar_auth_decisions_total{reason="",result="anonymous"} 1.0',
+        'meshauth_sidecar_rejected_requests_total{reason="too_many_headers"} 1.0',
+        # The two answered by the app, the two refused; the probe is not counted.
+        f'{requests}{{http_request_method="GET",http_response_status_code="200"}} 2.0',
+        f'{requests}{{http_request_method="GET",http_response_status_code="401"}} 1.0',
+        f'{requests}{{http_request_method="GET",http_response_status_code="431"}} 1.0',
+        'meshauth_sidecar_jwks_refresh_total{outcome="success"} 1.0',
+    ]
+
+    def exposition() -> str:
+        return httpx.get(f"{sidecar.metrics_url}/metrics/sidecar").text
+
+    with contextlib.suppress(AssertionError):  # the assertion below says which series are missing
+        wait_until(lambda: all(line in exposition() for line in expected), timeout=5)
+    text = exposition()
+    assert [line for line in expected if line not in text] == []
     assert "meshauth_sidecar_jwks_age_seconds" in text
-    assert 'meshauth_sidecar_jwks_refresh_total{outcome="success"} 1.0' in text
+    assert "meshauth_sidecar_upstream_errors_total{" not in text
     # Nothing of the app's (or of the default registry) leaks into the sidecar's exposition.
     names = {
         line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")

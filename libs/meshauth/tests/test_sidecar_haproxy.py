@@ -91,7 +91,8 @@ def test_every_request_has_the_sidecars_access_line(start_sidecar: Any, identity
         f'{sidecar.url}/api/v1/orders?q="x"',
         headers={"X-Request-ID": "line-test-1", "User-Agent": 'probe "quoted" /1'},
     )
-    httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": "Bearer not.a.token"})
+    httpx.get(f"{sidecar.url}/livez")
+    refused = httpx.get(f"{sidecar.url}/api/v1/orders", headers={"Authorization": "Bearer not.a.token"})
 
     def lines() -> list[dict[str, Any]]:
         found = []
@@ -110,8 +111,12 @@ def test_every_request_has_the_sidecars_access_line(start_sidecar: Any, identity
     assert first["level"] == "INFO"
     assert isinstance(first["duration_ms"], int)
     assert time.strptime(first["time"], "%Y-%m-%dT%H:%M:%SZ")
-    assert second["status"] == 401
+    assert (first["auth"], first["reason"], first["termination"]) == ("anonymous", "-", "----")
+    assert (second["status"], second["auth"], second["reason"]) == (401, "rejected", "malformed")
     assert len(second["request_id"]) == 32
+    # The reason is logged, not sent as a header; probes are not logged.
+    assert all(not name.lower().startswith("x-meshauth") for name in refused.headers)
+    assert not [line for line in lines() if line["path"] in ("/livez", "/readyz")]
 
 
 def test_haproxy_ends_with_the_sidecar_process_even_when_it_is_killed(start_sidecar: Any) -> None:

@@ -83,7 +83,7 @@ async def _serve_with_haproxy(sidecar: Sidecar, stop: asyncio.Event) -> None:
     # HAProxy serves the port (meshauth.sidecar.haproxy); this process keeps identity's keys fresh,
     # rewrites HAProxy's configuration when they change, and serves the metrics listener.
     config = sidecar.config
-    data_plane = DataPlane(config, sidecar.verifier.jwks)
+    data_plane = DataPlane(config, sidecar.verifier.jwks, sidecar.metrics)
     try:
         await data_plane.start()
     except BaseException:

@@ -38,6 +38,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -62,12 +63,16 @@ from meshauth.headers import (
 from meshauth.jwks import JWKSCache, VerificationKey
 from meshauth.principal import SERVICE_TOKEN_USE, USER_TOKEN_USE
 from meshauth.settings import SettingsError, SidecarSettings, inherited_fd
+from meshauth.sidecar.logging import ACCESS_LINES, FLUSH_SECONDS
+from meshauth.sidecar.metrics import SidecarMetrics
+from meshauth.sidecar.proxy import KNOWN_METHODS
 from meshauth.verifier import FORBIDDEN_HEADERS, REQUIRED_CLAIMS
-from meshcontract import PRINCIPAL_HEADER, REQUEST_ID_HEADER, REQUEST_ID_PATTERN
+from meshcontract import PRINCIPAL_HEADER, PROBES, REQUEST_ID_HEADER, REQUEST_ID_PATTERN
 
 __all__ = [
     "ALGORITHMS",
     "SECRET_VARIABLE",
+    "AccessLines",
     "DataPlane",
     "Key",
     "find_haproxy",
@@ -158,6 +163,8 @@ def _config(
     buffer = settings.max_header_bytes + settings.max_token_bytes + rewrite
     request_id = REQUEST_ID_HEADER
     rules = [
+        # Probes are not logged (nor counted in the metrics), as by the Python sidecar.
+        f"http-request set-log-level silent if {{ path -m str -- {' '.join(PROBES)} }}",
         *_strip_identity_headers(),
         # The request id first: every answer below carries it.
         f"http-request set-header {request_id} %[unique-id] unless {{ req.hdr_cnt({request_id}) eq 1 }}"
@@ -186,8 +193,12 @@ def _config(
             f"{{ req.hdr_val(content-length) gt {settings.max_body_bytes} }}",
         ),
     ]
+    # The auth decision, for the access line and the metrics: anonymous (no Authorization) unless the
+    # path is public (no decision, as in the Python sidecar); accepted once every check passed.
+    rules.append("http-request set-var(txn.auth) str(anonymous) unless { req.hdr_cnt(authorization) gt 0 }")
     public = _public_acl(settings.public_paths)
     if public:
+        rules.append(f"http-request unset-var(txn.auth) if {public}")
         rules.append(f"http-request del-header Authorization if {public}")
     rules += _token_rules(settings, keys, leeway, usable)
     rules += _forwarding_rules(settings)
@@ -199,6 +210,9 @@ def _config(
         "  maxconn 4096",
         f"  tune.bufsize {buffer}",
         f"  tune.maxrewrite {rewrite}",
+        # HAProxy refuses a head with more fields than this itself (a 400 page, before any rule): room
+        # for the JSON 431 above the sidecar's limit, as the Python sidecar answers it.
+        f"  tune.http.maxhdr {min(32_767, 4 * settings.max_headers + 10)}",
         f'  set-var proc.principal_key str("${{{SECRET_VARIABLE}}}")',
         *(["  log stdout format raw local0"] if log else []),
         "",
@@ -222,6 +236,15 @@ def _config(
         *(f"  {rule}" for rule in rules),
         f"  http-response set-header {request_id} %[var(txn.request_id)]"
         f" unless {{ res.hdr_cnt({request_id}) gt 0 }}",
+        # A refusal's reason, from the header the refusing rule set, into the access line (then off
+        # the answer); a token's refusal is the auth decision "rejected". The app's answers cannot
+        # pose as refusals: the header is removed from them first.
+        f"  http-response del-header {_REASON_HEADER}",
+        f"  http-after-response set-var(txn.reason) res.hdr({_REASON_HEADER})"
+        f" if {{ res.hdr_cnt({_REASON_HEADER}) gt 0 }}",
+        f"  http-after-response set-var(txn.auth) str(rejected) if {{ res.hdr_cnt({_REASON_HEADER}) gt 0 }}"
+        f" {{ status 401 }} || {{ res.hdr({_REASON_HEADER}) -m str jwks_unavailable }}",
+        f"  http-after-response del-header {_REASON_HEADER}",
         "  default_backend app",
         "",
         f"backend {_TOKENS}",
@@ -249,8 +272,11 @@ _ACCESS_LINE: Final = (
     '{"time":"%[date,utime(%Y-%m-%dT%H:%M:%SZ)]","level":"INFO","logger":"meshauth.sidecar.access",'
     '"message":"%HM %[var(txn.path)] %ST","method":"%HM","path":"%[var(txn.path)]","status":%ST,'
     '"duration_ms":%Ta,"request_id":"%[var(txn.request_id)]","remote_addr":"%ci",'
-    '"user_agent":"%[var(txn.user_agent)]"}'
+    '"user_agent":"%[var(txn.user_agent)]","auth":"%[var(txn.auth)]","reason":"%[var(txn.reason)]",'
+    '"termination":"%tsc"}'
 )
+# Set on HAProxy's own refusals for http-after-response to log; never reaches the client.
+_REASON_HEADER: Final = "X-Meshauth-Reason"
 
 
 def _refuse(
@@ -259,7 +285,7 @@ def _refuse(
     extra = "".join(f" hdr {name} '{value}'" for name, value in (headers or {}).items())
     return (
         f"http-request return status {status} content-type application/json string {_body(reason, detail)}"
-        f" hdr {REQUEST_ID_HEADER} %[var(txn.request_id)]{extra} if {condition}"
+        f" hdr {REQUEST_ID_HEADER} %[var(txn.request_id)] hdr {_REASON_HEADER} {reason}{extra} if {condition}"
     )
 
 
@@ -468,6 +494,7 @@ def _claim_rules(settings: SidecarSettings, leeway: int) -> list[str]:
             f"{_NEW} !{{ var(txn.token_use) -m str -- {uses} }}",
             "The token is not an access token.",
         ),
+        f"http-request set-var(txn.auth) str(accepted) if {_TOKEN}",
         # Verified: remembered, with its expiry (see _NEW).
         f"http-request track-sc0 var(txn.digest) table {_TOKENS} if {_NEW}",
         f"http-request sc-set-gpt0(0) var(txn.exp) if {_NEW}",
@@ -551,6 +578,7 @@ def _end_with_parent() -> None:
 
 
 _PR_SET_PDEATHSIG: Final = 1
+_PIPE_BYTES: Final = 1 << 20
 
 
 def _acl_word(text: str) -> str:
@@ -561,18 +589,95 @@ def _acl_word(text: str) -> str:
     return text
 
 
+# What an access line's termination state (HAProxy's %tsc: who ended the stream, in which phase) says
+# of an answer the app did not give, as the Python sidecar's upstream error kinds.
+_UPSTREAM_KINDS: Final = {
+    "SC": "connect",  # refused (nothing listens)
+    "sC": "connect",  # no connection within `timeout connect`
+    "sQ": "timeout",  # queued for a free connection (maxconn) too long
+    "SH": "disconnected",  # closed or reset before an answer (after the retry, if one was allowed)
+    "sH": "timeout",  # no answer within `timeout server`
+    "PH": "read",  # an answer that is not valid HTTP
+    "SD": "stream",  # cut off in the middle of its body
+    "sD": "stream",
+}
+# An unfinished line longer than this is not an access line: dropped rather than held.
+_MAX_LINE: Final = 1 << 20
+
+
+class AccessLines:
+    """HAProxy's access lines (its stdout, a pipe): written on to the sidecar's stdout and counted in
+    the sidecar's metrics, as the Python engine counts its requests: the request durations, the auth
+    decisions, the refusals and the upstream errors, under the same names and labels (the charts'
+    dashboards and SLO alerts read them whichever engine serves)."""
+
+    def __init__(self, metrics: SidecarMetrics, *, echo: bool) -> None:
+        self.metrics = metrics
+        self.echo = echo
+        self._rest = b""
+
+    def feed(self, data: bytes) -> None:
+        """Take what HAProxy wrote since the last call: every complete line is written and counted."""
+        data = self._rest + data
+        end = data.rfind(b"\n") + 1
+        self._rest = data[end:] if len(data) - end <= _MAX_LINE else b""
+        if not end:
+            return
+        text = data[:end].decode("utf-8", "replace")
+        if self.echo:
+            ACCESS_LINES.add(text)
+            ACCESS_LINES.flush()
+        for line in text.splitlines():
+            self.count(line)
+
+    def count(self, line: str) -> None:
+        """Count the request of one access line (anything else is ignored)."""
+        try:
+            entry = json.loads(line)
+            status, method = int(entry["status"]), str(entry["method"])
+            seconds = max(0, int(entry["duration_ms"])) / 1000
+            auth, reason, termination = entry["auth"], entry["reason"], str(entry["termination"])
+        except (ValueError, TypeError, KeyError):
+            return
+        metrics = self.metrics
+        metrics.observe_request(method if method in KNOWN_METHODS else "_OTHER", status, seconds)
+        refused = reason not in ("", "-")  # HAProxy writes an empty value as "-"
+        if auth == "rejected":
+            metrics.auth.decision("rejected", reason)
+        elif auth in ("accepted", "anonymous"):
+            metrics.auth.decision(auth)
+        if refused:
+            if auth != "rejected":  # the request itself (size, limits, request target)
+                metrics.rejected_requests.labels(reason).inc()
+        elif status in (400, 408) and termination[1:2] == "R":
+            # HAProxy's own refusal of a request it could not read whole (its error file's reason).
+            metrics.rejected_requests.labels(_ERRORS[status][1]).inc()
+        else:
+            kind = _UPSTREAM_KINDS.get(termination[:2])
+            if kind is not None:
+                metrics.upstream_errors.labels(kind).inc()
+
+
 class DataPlane:
     """HAProxy serving the sidecar's port, configured from here and reloaded when identity's keys
     change (``MESHAUTH_SIDECAR_ENGINE=haproxy``). The sidecar process keeps the rest: the JWKS (its
-    refresher and shared cache file), the metrics listener, signals."""
+    refresher and shared cache file), the metrics (counted from HAProxy's access lines, see
+    :class:`AccessLines`) and their listener, signals."""
 
-    def __init__(self, config: SidecarSettings, jwks: JWKSCache, directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SidecarSettings,
+        jwks: JWKSCache,
+        metrics: SidecarMetrics,
+        directory: Path | None = None,
+    ) -> None:
         if config.upstream.startswith("https://"):
             raise SettingsError(
                 "MESHAUTH_SIDECAR_ENGINE=haproxy reaches the app over plain HTTP or a unix socket."
             )
         self.config = config
         self.jwks = jwks
+        self.metrics = metrics
         self.executable = find_haproxy() or "haproxy"
         self._environment = {**os.environ, **secret_environment(config)}
         self._own_directory = directory is None
@@ -580,6 +685,8 @@ class DataPlane:
         self.process: asyncio.subprocess.Process | None = None
         self._state: tuple[int, bool] | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._pipe: int | None = None
+        self._reader: asyncio.Task[None] | None = None
         fd = inherited_fd(config.listen)
         host, port = config.listen
         self._fds = (fd,) if fd is not None else ()
@@ -591,17 +698,30 @@ class DataPlane:
         problem = await self._check()
         if problem:
             raise RuntimeError(f"HAProxy refuses the configuration written for it: {problem}")
-        # -W: a master process that reloads workers on SIGUSR2; -db: in the foreground, logs to stdout.
-        self.process = await asyncio.create_subprocess_exec(
-            self.executable,
-            "-W",
-            "-db",
-            "-f",
-            str(self.directory / "haproxy.cfg"),
-            env=self._environment,
-            pass_fds=self._fds,
-            preexec_fn=_end_with_parent,
-        )
+        # HAProxy's access lines come through a pipe, read here; a larger pipe than the default 64 kB
+        # holds a second of lines on a busy pod (HAProxy drops a line it cannot write at once).
+        read_end, write_end = os.pipe()
+        with contextlib.suppress(OSError):  # a smaller maximum (fs.pipe-max-size): the default stays
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        os.set_blocking(read_end, False)
+        self._pipe = read_end
+        try:
+            # -W: a master process that reloads workers on SIGUSR2; -db: in the foreground.
+            self.process = await asyncio.create_subprocess_exec(
+                self.executable,
+                "-W",
+                "-db",
+                "-f",
+                str(self.directory / "haproxy.cfg"),
+                env=self._environment,
+                stdout=write_end,
+                pass_fds=self._fds,
+                preexec_fn=_end_with_parent,
+            )
+        finally:
+            os.close(write_end)  # HAProxy holds it now: the pipe ends when HAProxy does
+        echo = logging.getLogger("meshauth.sidecar.access").isEnabledFor(logging.INFO)
+        self._reader = asyncio.create_task(self._read_lines(AccessLines(self.metrics, echo=echo)))
         await self._until_listening()
         self._follower = asyncio.create_task(self._follow_keys())
         log.info("HAProxy %s serving %s", self.process.pid, self.bind)
@@ -620,6 +740,14 @@ class DataPlane:
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if self._reader is not None:
+            # The last lines HAProxy wrote (its end of the pipe closes when it has ended).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reader), 2 * FLUSH_SECONDS + 1)
+            self._reader.cancel()
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -665,6 +793,20 @@ class DataPlane:
                 usable = "usable" if self._usable() else "missing or too stale to use"
                 log.info("identity's keys changed (%s): reloading HAProxy", usable)
                 self.process.send_signal(signal.SIGUSR2)
+
+    async def _read_lines(self, lines: AccessLines) -> None:
+        # Read in batches, every FLUSH_SECONDS (as the Python engine writes its lines): a wakeup per
+        # line would cost the sidecar process more than the counting.
+        assert self._pipe is not None  # noqa: S101
+        while True:
+            try:
+                data = os.read(self._pipe, _PIPE_BYTES)
+            except BlockingIOError:
+                await asyncio.sleep(FLUSH_SECONDS)
+                continue
+            if not data:  # HAProxy has ended
+                return
+            lines.feed(data)
 
     async def _until_listening(self, timeout: float = 15.0) -> None:
         assert self.process is not None  # noqa: S101
