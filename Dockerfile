@@ -55,7 +55,12 @@ WORKDIR /app
 EXPOSE 8000
 
 # The meshauth sidecar: verifies tokens and forwards to the app on 127.0.0.1 in the same pod.
+# HAProxy (Debian's 2.6) serves the port instead of the Python proxy with MESHAUTH_SIDECAR_ENGINE=haproxy
+# (the charts' auth.sidecar.engine); the sidecar process then configures and watches it.
 FROM runtime AS sidecar
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends 'haproxy=2.6.*' \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log
 COPY --from=sidecar-build /app /app
 USER 10001:10001
 ENTRYPOINT ["meshauth-sidecar"]

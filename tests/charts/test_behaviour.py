@@ -166,6 +166,17 @@ def test_sidecar_as_an_ordinary_container_for_runtimes_without_native_sidecars(
     assert plain["containers"][0] == native["containers"][0]
 
 
+@pytest.mark.parametrize("engine", ["python", "haproxy"])
+def test_the_sidecar_engine_is_told_to_the_sidecar_only(renderer: Renderer, engine: str) -> None:
+    # The pods suite (tests/pods) runs the HAProxy engine from the sidecar image.
+    rendered = renderer.render("orders", {"auth": {"sidecar": {"engine": engine}}})
+    spec = pod(rendered)["spec"]
+    containers = {c["name"]: c for c in [*spec["initContainers"], *spec["containers"]]}
+    sidecar = {e["name"]: e.get("value") for e in containers["meshauth"]["env"]}
+    assert sidecar["MESHAUTH_SIDECAR_ENGINE"] == engine
+    assert "MESHAUTH_SIDECAR_ENGINE" not in env(rendered)
+
+
 def test_in_process_mode_has_no_sidecar(renderer: Renderer) -> None:
     rendered = renderer.render("identity", {"auth": {"mode": "inprocess"}})
     assert "initContainers" not in pod(rendered)["spec"]

@@ -109,6 +109,7 @@ BAD_VALUES = [
     ({"replicaCount": 0}, ["/replicaCount", "minimum"]),
     ({"replicas": 2}, ["additional properties", "replicas"]),
     ({"auth": {"mode": "both"}}, ["/auth/mode", "sidecar", "inprocess"]),
+    ({"auth": {"sidecar": {"engine": "envoy"}}}, ["/auth/sidecar/engine", "python", "haproxy"]),
     ({"image": {"tag": "latest"}}, ["/image/tag"]),
     ({"gunicorn": {"timeout": "30"}}, ["/gunicorn/timeout", "integer"]),
     (

@@ -1,6 +1,7 @@
 """The deployables run for real: `mesh pods` plays the charts' pods from the images under podman.
 
-Each mode (sidecar, in-process) is one `mesh pods` run on its own ports and its own PostgreSQL: the
+Each mode (sidecar, in-process, and sidecar with the HAProxy engine: auth.sidecar.engine=haproxy) is
+one `mesh pods` run on its own ports and its own PostgreSQL: the
 images are built (cached after the first build), the k8s/ bootstrap Job, the migration hooks and the
 Deployments run as pods, then the README's journey goes through them. SIGTERM must leave nothing
 behind. podman is real; nothing here is mocked.
@@ -52,6 +53,7 @@ class PodsRun:
     state: Path
     offset: int
     mode: str
+    engine: str
     urls: dict[str, str]
     metrics: dict[str, str]
     sidecar_metrics: dict[str, str]
@@ -63,14 +65,15 @@ class PodsRun:
         return re.findall(r"^    (\S+-pod-0)\s", self.text(), re.MULTILINE)
 
 
-def _start(mode: str, tmp: Path) -> PodsRun:
+def _start(mode: str, engine: str, tmp: Path) -> PodsRun:
     registry = load_registry(REPO)
     offset = free_port_offset(registry)
     output = tmp / "mesh-pods.log"
     # Not under pytest's tmp: other pytest sessions reset its root to 0700, which the server's own
     # unprivileged user then cannot traverse.
     state = REPO / ".mesh" / f"pods-test-{offset}"
-    argv = [sys.executable, "-m", "mesh", "pods", "--no-build", "--mode", mode, "--port-offset", str(offset)]
+    argv = [sys.executable, "-m", "mesh", "pods", "--no-build", "--mode", mode, "--sidecar-engine", engine]
+    argv += ["--port-offset", str(offset)]
     process = subprocess.Popen(
         [*argv, "--state-dir", str(state), "--database", "test_pods"],
         cwd=REPO,
@@ -84,7 +87,7 @@ def _start(mode: str, tmp: Path) -> PodsRun:
     sidecar = {
         s.name: f"http://127.0.0.1:{s.sidecar_metrics_port + offset}/metrics/sidecar" for s in registry
     }
-    return PodsRun(process, output, state, offset, mode, urls, metrics, sidecar)
+    return PodsRun(process, output, state, offset, mode, engine, urls, metrics, sidecar)
 
 
 def _wait_up(run: PodsRun) -> None:
@@ -120,7 +123,8 @@ def _leftovers(run: PodsRun) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PodsRun]]:
-    """Both auth modes side by side, each its own `mesh pods` on its own ports and PostgreSQL."""
+    """The auth modes and sidecar engines side by side, each its own `mesh pods` on its own ports and
+    PostgreSQL."""
     missing = missing_tools()
     if missing:
         tool_missing(f"missing Debian packages: {' '.join(missing)}")
@@ -131,8 +135,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PodsRun
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-2000:]
     started: dict[str, PodsRun] = {}
     try:
-        for mode in ("sidecar", "inprocess"):
-            started[mode] = _start(mode, tmp_path_factory.mktemp(f"pods-{mode}"))
+        for name, (mode, engine) in RUNS.items():
+            started[name] = _start(mode, engine, tmp_path_factory.mktemp(f"pods-{name}"))
         for run in started.values():
             _wait_up(run)
         yield started
@@ -145,7 +149,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PodsRun
         assert _leftovers(run) == {"pods": [], "containers": [], "volumes": [], "secrets": []}
 
 
-@pytest.fixture(params=["sidecar", "inprocess"])
+# Each run: its auth mode and sidecar engine.
+RUNS = {
+    "sidecar": ("sidecar", "python"),
+    "inprocess": ("inprocess", "python"),
+    "haproxy": ("sidecar", "haproxy"),
+}
+
+
+@pytest.fixture(params=list(RUNS))
 def pods(request: pytest.FixtureRequest, runs: dict[str, PodsRun]) -> PodsRun:
     return runs[request.param]
 
@@ -201,6 +213,18 @@ def test_each_pod_serves_its_metrics_on_its_own_internal_ports(pods: PodsRun) ->
             answer = httpx.get(sidecar, timeout=10)
             assert answer.status_code == 200, (name, answer.text[:500])
             assert "meshauth_sidecar_request_duration_seconds" in answer.text
+            if name == "catalog":
+                # The products request above, counted by the sidecar (HAProxy's from its access line,
+                # 0.2 s late at most).
+                answered = (
+                    'meshauth_sidecar_request_duration_seconds_count{http_request_method="GET",'
+                    'http_response_status_code="200"}'
+                )
+                deadline = time.monotonic() + 10
+                while answered not in answer.text and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    answer = httpx.get(sidecar, timeout=10)
+                assert answered in answer.text, answer.text[-2000:]
         else:
             with pytest.raises(httpx.ConnectError):
                 httpx.get(sidecar, timeout=10)
@@ -294,6 +318,8 @@ def test_a_request_is_one_access_line_in_the_pod(pods: PodsRun) -> None:
     if pods.mode == "sidecar":
         assert found[0]["logger"] == "meshauth.sidecar.access"
         assert _access_lines(f"{pod}-app", request_id) == [], "gunicorn repeats the sidecar's line"
+        # HAProxy's line (auth.sidecar.engine=haproxy) has its termination state: HAProxy served it.
+        assert ("termination" in found[0]) == (pods.engine == "haproxy")
     else:
         assert found[0]["logger"] == "gunicorn.access"
 

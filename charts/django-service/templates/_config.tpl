@@ -118,6 +118,7 @@ MESHAUTH_ISSUER: {{ .Values.auth.issuer | quote }}
 MESHAUTH_AUDIENCE: {{ include "django-service.config.audience" . | quote }}
 MESHAUTH_JWKS_URL: {{ include "django-service.config.jwksUrl" . | quote }}
 MESHAUTH_PRINCIPAL_SECRET_FILE: {{ include "django-service.config.principalSecretFile" . | quote }}
+MESHAUTH_SIDECAR_ENGINE: {{ .Values.auth.sidecar.engine | quote }}
 MESHAUTH_SIDECAR_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.contract.httpPort" .) | quote }}
 MESHAUTH_SIDECAR_UPSTREAM: {{ printf "unix:%s" (include "django-service.contract.upstreamSocket" .) | quote }}
 MESHAUTH_SIDECAR_METRICS_LISTEN: {{ printf "0.0.0.0:%s" (include "django-service.contract.sidecarMetricsPort" .) | quote }}

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from meshauth.jwks import JWKSCache, default_cache_file, http_client
 from meshauth.metrics import AuthMetrics
 from meshauth.verifier import MAX_LEEWAY, SUPPORTED_ALGORITHMS, Verifier
-from meshcontract import variable
+from meshcontract import SIDECAR_ENGINES, variable
 
 __all__ = [
     "MODES",
@@ -275,7 +275,7 @@ def _upstream(name: str, raw: str) -> str:
 
 
 #: What may serve the sidecar's port (``MESHAUTH_SIDECAR_ENGINE``).
-ENGINES: Final = ("python", "haproxy")
+ENGINES: Final = SIDECAR_ENGINES
 
 
 def _engine(name: str, raw: str) -> str:

@@ -36,7 +36,7 @@ from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, run_dir
 from mesh.registry import find_root, load_registry
 from mesh.supervisor import GaveUp, Supervisor
 from mesh.watchdog import guard_postgres
-from meshcontract import READYZ
+from meshcontract import READYZ, SIDECAR_ENGINES
 
 __all__ = ["main"]
 
@@ -447,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pods = sub.add_parser("pods", help="run the charts' pods from the images under podman kube play")
     pods.add_argument("--mode", choices=("sidecar", "inprocess"), default="sidecar")
+    pods.add_argument(
+        "--sidecar-engine",
+        choices=SIDECAR_ENGINES,
+        default=SIDECAR_ENGINES[0],
+        help="what serves the sidecar's port (the charts' auth.sidecar.engine; default: python)",
+    )
     pods.add_argument("--port-offset", type=int, default=0, help="add this to every port")
     pods.add_argument("--database", default="mesh_pods", help="database name (default: mesh_pods)")
     pods.add_argument("--keep-db", action="store_true", help="leave PostgreSQL running on exit")

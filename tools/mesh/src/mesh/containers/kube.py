@@ -145,7 +145,7 @@ class PodPorts:
         }
 
 
-def pod_values(service: Service, mode: str) -> dict[str, Any]:
+def pod_values(service: Service, mode: str, engine: str = "python") -> dict[str, Any]:
     """Values for a local run: ordinary chart values, nothing podman-specific but the sidecar form."""
     return {
         "image": {"registry": "", "repository": f"{NAMESPACE}/{service.name}", "tag": TAG},
@@ -157,6 +157,7 @@ def pod_values(service: Service, mode: str) -> dict[str, Any]:
         "auth": {
             "mode": mode,
             "sidecar": {
+                "engine": engine,
                 "native": False,
                 "image": {"registry": "", "repository": f"{NAMESPACE}/meshauth", "tag": TAG},
             },

@@ -65,6 +65,7 @@ class PodsRun:
     registry: Registry
     podman: Podman
     mode: str = "sidecar"
+    engine: str = "python"
     port_offset: int = 0
     database: str = "mesh_pods"
     state_dir: Path | None = None
@@ -246,7 +247,7 @@ class PodsRun:
 
     def render(self, renderer: ChartRenderer, service: Service) -> list[Doc]:
         release = self.name(service.name)
-        return renderer.render(service.name, release, pod_values(service, self.mode))
+        return renderer.render(service.name, release, pod_values(service, self.mode, self.engine))
 
     def migration_job(self, service: Service, docs: list[Doc]) -> None:
         job = next(d for d in docs if d["kind"] == "Job")
@@ -302,7 +303,8 @@ class PodsRun:
         spec = adapt_pod_spec(template["spec"], replacements, self._port_map(service))
         template["spec"] = self._own_volumes(spec, deployment["metadata"]["name"])
         started = time.monotonic()
-        self.progress(f"{service.name}: playing its Deployment ({self.mode} mode)")
+        engine = f", {self.engine} sidecar" if self.mode == "sidecar" else ""
+        self.progress(f"{service.name}: playing its Deployment ({self.mode} mode{engine})")
         self.play([*configmaps, deployment], f"{service.name}-deployment")
         self.wait_ready(service, f"{deployment['metadata']['name']}-pod-0")
         self.timings[service.name] = time.monotonic() - started
@@ -430,6 +432,7 @@ def run_pods(registry: Registry, args: argparse.Namespace, progress: Progress) -
         registry=registry,
         podman=podman,
         mode=args.mode,
+        engine=args.sidecar_engine,
         port_offset=args.port_offset,
         database=args.database,
         state_dir=Path(args.state_dir) if getattr(args, "state_dir", None) else None,
