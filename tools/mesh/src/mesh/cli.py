@@ -35,6 +35,7 @@ from mesh.journey import JOURNEY
 from mesh.local import LOCAL_DATABASE, admin_url, embedded_postgres, run_dir
 from mesh.registry import find_root, load_registry
 from mesh.supervisor import GaveUp, Supervisor
+from mesh.tooling import ensure_haproxy
 from mesh.watchdog import guard_postgres
 from meshcontract import READYZ, SIDECAR_ENGINES
 
@@ -90,6 +91,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if unknown:
         _say(f"unknown service(s): {', '.join(sorted(unknown))}")
         return 2
+    if args.mode == "sidecar" and args.sidecar_engine == "haproxy" and ensure_haproxy() is None:
+        _say("--sidecar-engine haproxy needs HAProxy: apt-get install haproxy")
+        return 2
     run = run_dir(registry.root, args.port_offset)
     lock, holder = _lock_run_dir(run)
     if lock is None:
@@ -108,6 +112,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         only=tuple(args.only),
         port_offset=args.port_offset,
         pooler=args.pooler,
+        sidecar_engine=args.sidecar_engine,
     )
     try:
         fleet.listen()
@@ -351,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run every service locally behind its auth sidecar")
     up.add_argument("--mode", choices=("sidecar", "inprocess"), default="sidecar")
+    up.add_argument(
+        "--sidecar-engine",
+        choices=SIDECAR_ENGINES,
+        default=SIDECAR_ENGINES[0],
+        help="what serves each sidecar's port: python, or haproxy (installed from Debian when missing)",
+    )
     up.add_argument("--workers", type=int, default=2, help="gunicorn workers per service")
     up.add_argument("--only", nargs="*", default=[], metavar="NAME", help="start only these services")
     up.add_argument("--keep-db", action="store_true", help="leave PostgreSQL running on exit")

@@ -97,6 +97,8 @@ class Fleet:
     # a pod (cheaper per request: the README's Performance section), or "tcp", the port + 1000
     # (`mesh bench --upstream tcp` measures the difference).
     transport: str = "unix"
+    # What serves each sidecar's port (MESHAUTH_SIDECAR_ENGINE): "python" or "haproxy".
+    sidecar_engine: str = "python"
     fixed_ports: bool = True
     port_offset: int = 0
     only: tuple[str, ...] = ()
@@ -324,6 +326,7 @@ class Fleet:
                 "MESHAUTH_SIDECAR_LISTEN": f"fd://{sock.fileno()}",
                 "MESHAUTH_SIDECAR_UPSTREAM": self.upstream(service),
                 "MESHAUTH_SIDECAR_METRICS_LISTEN": f"fd://{metrics.fileno()}",
+                "MESHAUTH_SIDECAR_ENGINE": self.sidecar_engine,
             },
             log_path=self.run_dir / service.name / "sidecar.log",
             pass_fds=(sock.fileno(), metrics.fileno()),
