@@ -361,7 +361,12 @@ def test_a_request_with_an_idempotency_key_is_replayed_when_the_app_cuts_a_poole
 ) -> None:
     app = CuttingApp(reset)
     try:
-        sidecar = start_sidecar(MESHAUTH_SIDECAR_UPSTREAM=app.url, MESHAUTH_SIDECAR_ENGINE=engine)
+        # No stall guard: its liveness questions (HAProxy asks on its own) would be connections to cut.
+        sidecar = start_sidecar(
+            MESHAUTH_SIDECAR_UPSTREAM=app.url,
+            MESHAUTH_SIDECAR_ENGINE=engine,
+            MESHAUTH_SIDECAR_STALL_TIMEOUT="0",
+        )
         body = {"items": [{"sku": "MUG-001", "qty": 1}]}
         with httpx.Client(timeout=10) as client:
             first = client.post(f"{sidecar.url}/api/v1/orders", json=body, headers={"Idempotency-Key": "k1"})

@@ -1,4 +1,4 @@
-"""The sidecar's per-request work as an HAProxy configuration: a data plane in C (a preview).
+"""The sidecar's per-request work as an HAProxy configuration: a data plane in C.
 
 The Python sidecar (:mod:`meshauth.sidecar.proxy`) costs about 180 us of CPU per proxied request on the
 2-core development machine, most of it uvloop and the interpreter moving bytes; no Python change has
@@ -25,7 +25,11 @@ same statuses and reasons):
    token. An accepted token is remembered (see ``_NEW``), its expiry checked on every request;
 5. the principal headers (:mod:`meshauth.headers`, v1, unchanged for the app): the token's own payload
    segment, the time, and their HMAC under ``MESHAUTH_PRINCIPAL_SECRET``; the forwarded headers;
-6. one JSON access line per request on stdout, with the Python sidecar's fields.
+6. one JSON access line per request (the Python sidecar's fields, and the auth decision, a refusal's
+   reason, HAProxy's termination state), from which the sidecar process counts the sidecar's metrics
+   (:class:`AccessLines`);
+7. the app's ``/livez`` asked by HAProxy's health check: an app that stops answering is taken out and
+   requests get the 503 at once (the stall guard's part, see :func:`_stall_checks`).
 
 Where it differs (libs/meshauth/README.md has the list): RS256 only (HAProxy 2.6 has no EdDSA: such a
 key is left out, its tokens meet ``unknown_kid``); an ``aud`` list is refused (2.6 reads no JSON
@@ -67,7 +71,7 @@ from meshauth.sidecar.logging import ACCESS_LINES, FLUSH_SECONDS
 from meshauth.sidecar.metrics import SidecarMetrics
 from meshauth.sidecar.proxy import KNOWN_METHODS
 from meshauth.verifier import FORBIDDEN_HEADERS, REQUIRED_CLAIMS
-from meshcontract import PRINCIPAL_HEADER, PROBES, REQUEST_ID_HEADER, REQUEST_ID_PATTERN
+from meshcontract import LIVEZ, PRINCIPAL_HEADER, PROBES, REQUEST_ID_HEADER, REQUEST_ID_PATTERN
 
 __all__ = [
     "ALGORITHMS",
@@ -261,10 +265,33 @@ def _config(
             f"  http-request disable-l7-retry if {body} !{{ req.hdr_cnt(idempotency-key) gt 0 }}"
             for body in _BODY
         ),
-        f"  server app {upstream} maxconn {settings.upstream_connections}",
+        *_stall_checks(settings),
+        f"  server app {upstream} maxconn {settings.upstream_connections}{_stall_server(settings)}",
         "",
     ]
     return "\n".join(lines)
+
+
+def _stall_checks(settings: SidecarSettings) -> list[str]:
+    # meshauth.sidecar.stall's question, asked by HAProxy: does the app answer its liveness path at
+    # all (any status) within MESHAUTH_HTTP_TIMEOUT? Twice no: it is taken out, and requests get the
+    # 503 at once (probes included, so a kubelet sees it) until it answers again.
+    if settings.stall_timeout <= 0:
+        return []
+    return [
+        "  option httpchk",
+        f"  http-check send meth GET uri {LIVEZ} ver HTTP/1.1 hdr Host localhost",
+        "  http-check expect rstatus ^[1-5]",
+        f"  timeout check {_ms(settings.http_timeout)}",
+    ]
+
+
+def _stall_server(settings: SidecarSettings) -> str:
+    # Asked every MESHAUTH_SIDECAR_STALL_TIMEOUT seconds; after a failed answer, and while it is out,
+    # every second.
+    if settings.stall_timeout <= 0:
+        return ""
+    return f" check inter {_ms(settings.stall_timeout)} fastinter 1s downinter 1s fall 2 rise 1"
 
 
 # The sidecar's access line (meshauth.sidecar.logging), field for field.
